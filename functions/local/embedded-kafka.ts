@@ -1,0 +1,278 @@
+/**
+ * A real Apache Kafka broker (KRaft, single combined broker+controller node) for laptops and CI.
+ *
+ * The jars come from Maven Central through `kafka/pom.xml` into the git-ignored `.cache/kafka/<version>/libs`;
+ * the broker binds to 127.0.0.1 only, on free ports, with its own data directory and a log file.
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const POM = join(REPO_ROOT, "kafka", "pom.xml");
+
+export class EmbeddedKafkaError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "EmbeddedKafkaError";
+  }
+}
+
+/** The Kafka version pinned in kafka/pom.xml (one source of truth for tests, Compose and CDK). */
+export function kafkaVersion(): string {
+  const match = /<kafka\.version>([^<]+)<\/kafka\.version>/.exec(readFileSync(POM, "utf8"));
+  if (!match?.[1]) throw new EmbeddedKafkaError(`${POM} has no <kafka.version> property`);
+  return match[1];
+}
+
+function requireTool(command: string, args: string[], install: string): void {
+  const result = spawnSync(command, args, { stdio: "ignore" });
+  if (result.error) {
+    throw new EmbeddedKafkaError(
+      `The embedded Kafka broker needs '${command}' on PATH, and it was not found. ${install} ` +
+        "Or set KAFKA_BROKERS to a broker you already run.",
+    );
+  }
+}
+
+/** Resolves the broker's jars with Maven into the cache (once) and returns the folder that holds them. */
+export function ensureKafkaJars(log: (line: string) => void = () => {}): string {
+  const version = kafkaVersion();
+  const libs = join(REPO_ROOT, ".cache", "kafka", version, "libs");
+  const marker = join(libs, ".complete");
+  if (existsSync(marker)) return libs;
+  requireTool("java", ["-version"], "Install Java 17 or newer (for example: apt-get install openjdk-17-jre-headless).");
+  requireTool("mvn", ["--version"], "Install Apache Maven (for example: apt-get install maven).");
+  log(`Resolving Apache Kafka ${version} with Maven into ${libs} (first run only)...`);
+  mkdirSync(libs, { recursive: true });
+  const mvn = spawnSync(
+    "mvn",
+    ["-B", "-q", "-f", POM, "dependency:copy-dependencies", `-DoutputDirectory=${libs}`, "-DincludeScope=runtime"],
+    { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] },
+  );
+  if (mvn.status !== 0) {
+    throw new EmbeddedKafkaError(
+      `mvn could not resolve Apache Kafka ${version} (exit ${mvn.status}):\n${mvn.stdout}${mvn.stderr}`,
+    );
+  }
+  writeFileSync(marker, `${version}\n`);
+  return libs;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => {
+        if (address && typeof address === "object") resolvePort(address.port);
+        else reject(new EmbeddedKafkaError("could not find a free port"));
+      });
+    });
+  });
+}
+
+/** Resolves true once something accepts TCP connections on host:port. */
+function canConnect(port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolveConnect) => {
+    const socket = new Socket();
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolveConnect(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once("error", () => done(false));
+    socket.connect(port, "127.0.0.1", () => done(true));
+  });
+}
+
+export interface EmbeddedKafkaOptions {
+  /** Client port. @default a free port */
+  readonly port?: number;
+  /** Data and config folder; kept across restarts. @default a new temporary folder, removed by stop() */
+  readonly dataDir?: string;
+  /** Maximum JVM heap. @default "1g" */
+  readonly heap?: string;
+  /** How long start() waits for the broker. @default 90000 */
+  readonly startTimeoutMs?: number;
+  /** Extra server.properties lines. */
+  readonly extraProperties?: Readonly<Record<string, string>>;
+  /** Progress messages (jar resolution). @default silent */
+  readonly log?: (line: string) => void;
+}
+
+export class EmbeddedKafka {
+  private process: ChildProcess | undefined;
+  private exited: Promise<void> = Promise.resolve();
+  private port = 0;
+  private controllerPort = 0;
+  private readonly ownsDataDir: boolean;
+  readonly dataDir: string;
+
+  constructor(private readonly options: EmbeddedKafkaOptions = {}) {
+    this.ownsDataDir = options.dataDir === undefined;
+    this.dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "user-login-kafka-"));
+  }
+
+  /** `127.0.0.1:PORT`, the bootstrap servers string for clients. */
+  get brokers(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  get logFile(): string {
+    return join(this.dataDir, "server.log");
+  }
+
+  get pid(): number | undefined {
+    return this.process?.pid;
+  }
+
+  get running(): boolean {
+    return this.process !== undefined && this.process.exitCode === null && this.process.signalCode === null;
+  }
+
+  /** Formats the storage on first start, starts the JVM and waits until it accepts connections. */
+  async start(): Promise<string> {
+    if (this.running) return this.brokers;
+    const libs = ensureKafkaJars(this.options.log);
+    if (this.port === 0) this.port = this.options.port ?? (await freePort());
+    if (this.controllerPort === 0) this.controllerPort = await freePort();
+    const config = this.writeConfig();
+    const classpath = join(libs, "*");
+    if (!existsSync(join(this.dataDir, "logs", "meta.properties"))) {
+      const clusterId = randomBytes(16).toString("base64url");
+      const format = spawnSync(
+        "java",
+        [...this.jvmArgs(), "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", clusterId, "-c", config],
+        { encoding: "utf8" },
+      );
+      if (format.status !== 0) {
+        throw new EmbeddedKafkaError(`formatting KRaft storage failed:\n${format.stdout}${format.stderr}`);
+      }
+    }
+    const child = spawn("java", [...this.jvmArgs(), "-cp", classpath, "kafka.Kafka", config], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr?.on("data", (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString()).slice(-4000);
+    });
+    this.process = child;
+    this.exited = new Promise((done) => child.once("exit", () => done()));
+    const deadline = Date.now() + (this.options.startTimeoutMs ?? 90_000);
+    while (Date.now() < deadline) {
+      if (!this.running) {
+        throw new EmbeddedKafkaError(
+          `Kafka exited during start-up (code ${child.exitCode}). See ${this.logFile}.\n${stderr}${this.tail()}`,
+        );
+      }
+      if (await canConnect(this.port, 500)) {
+        if (await this.isServing()) return this.brokers;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await this.kill();
+    throw new EmbeddedKafkaError(`Kafka did not accept connections on ${this.brokers} in time. See ${this.logFile}.`);
+  }
+
+  /** Clean shutdown (SIGTERM, then SIGKILL after a grace period); the data directory stays until destroy(). */
+  async stop(graceMs = 15_000): Promise<void> {
+    if (!this.running) return;
+    this.process?.kill("SIGTERM");
+    const timer = setTimeout(() => this.process?.kill("SIGKILL"), graceMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  /** Hard crash, as a lost broker would. */
+  async kill(): Promise<void> {
+    if (!this.running) return;
+    this.process?.kill("SIGKILL");
+    await this.exited;
+  }
+
+  /** Stops the broker and removes a temporary data directory. */
+  async destroy(): Promise<void> {
+    await this.stop();
+    if (this.ownsDataDir) rmSync(this.dataDir, { recursive: true, force: true });
+  }
+
+  private jvmArgs(): string[] {
+    return [
+      `-Xmx${this.options.heap ?? "1g"}`,
+      "-Xms256m",
+      "-XX:+UseG1GC",
+      "-Djava.awt.headless=true",
+      `-Dlog4j2.configurationFile=${join(this.dataDir, "log4j2.properties")}`,
+      `-Dkafka.logs.dir=${this.dataDir}`,
+    ];
+  }
+
+  private isServing(): Promise<boolean> {
+    // The broker answers metadata requests once the KRaft controller has registered it; the log says so.
+    return Promise.resolve(existsSync(this.logFile) && /Kafka Server started/.test(readFileSync(this.logFile, "utf8")));
+  }
+
+  private tail(): string {
+    if (!existsSync(this.logFile)) return "";
+    return readFileSync(this.logFile, "utf8").split("\n").slice(-30).join("\n");
+  }
+
+  private writeConfig(): string {
+    mkdirSync(this.dataDir, { recursive: true });
+    const properties: Record<string, string> = {
+      "process.roles": "broker,controller",
+      "node.id": "1",
+      "controller.quorum.voters": `1@127.0.0.1:${this.controllerPort}`,
+      listeners: `PLAINTEXT://127.0.0.1:${this.port},CONTROLLER://127.0.0.1:${this.controllerPort}`,
+      "advertised.listeners": `PLAINTEXT://127.0.0.1:${this.port}`,
+      "controller.listener.names": "CONTROLLER",
+      "inter.broker.listener.name": "PLAINTEXT",
+      "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+      "log.dirs": join(this.dataDir, "logs"),
+      "num.partitions": "1",
+      // As on MSK: topics are created by the project, never by a typo in a producer.
+      "auto.create.topics.enable": "false",
+      "offsets.topic.replication.factor": "1",
+      "offsets.topic.num.partitions": "1",
+      "transaction.state.log.replication.factor": "1",
+      "transaction.state.log.min.isr": "1",
+      "share.coordinator.state.topic.replication.factor": "1",
+      "share.coordinator.state.topic.min.isr": "1",
+      "group.initial.rebalance.delay.ms": "0",
+      ...this.options.extraProperties,
+    };
+    const config = join(this.dataDir, "server.properties");
+    writeFileSync(
+      config,
+      `${Object.entries(properties)
+        .map(([k, v]) => `${k}=${v}`)
+        .join("\n")}\n`,
+    );
+    writeFileSync(
+      join(this.dataDir, "log4j2.properties"),
+      [
+        "status = warn",
+        "appender.file.type = File",
+        "appender.file.name = FILE",
+        `appender.file.fileName = ${this.logFile}`,
+        "appender.file.layout.type = PatternLayout",
+        "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+        "rootLogger.level = INFO",
+        "rootLogger.appenderRef.file.ref = FILE",
+        "logger.state.name = state.change.logger",
+        "logger.state.level = WARN",
+        "logger.request.name = kafka.request.logger",
+        "logger.request.level = WARN",
+        "",
+      ].join("\n"),
+    );
+    return config;
+  }
+}

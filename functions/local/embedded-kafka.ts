@@ -156,9 +156,14 @@ export class EmbeddedKafka {
         throw new EmbeddedKafkaError(`formatting KRaft storage failed:\n${format.stdout}${format.stderr}`);
       }
     }
+    // Its own process group, so that a Ctrl-C in the terminal reaches us, and we stop the broker after draining.
     const child = spawn("java", [...this.jvmArgs(), "-cp", classpath, "kafka.Kafka", config], {
       stdio: ["ignore", "ignore", "pipe"],
+      detached: true,
     });
+    const killOnExit = () => child.kill("SIGKILL");
+    process.once("exit", killOnExit);
+    child.once("exit", () => process.off("exit", killOnExit));
     let stderr = "";
     child.stderr?.on("data", (chunk: Buffer) => {
       stderr = (stderr + chunk.toString()).slice(-4000);

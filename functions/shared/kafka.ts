@@ -14,10 +14,11 @@ export interface KafkaClientOptions {
   readonly retries?: number;
 }
 
-const levelName = (level: logLevel): "ERROR" | "WARN" | "INFO" | "DEBUG" =>
-  level === logLevel.ERROR ? "ERROR" : level === logLevel.WARN ? "WARN" : level === logLevel.INFO ? "INFO" : "DEBUG";
+/** kafkajs logs at ERROR what it then retries (coordinator loading, a broker restarting): WARN for us. */
+const levelName = (level: logLevel): "WARN" | "INFO" | "DEBUG" =>
+  level === logLevel.ERROR || level === logLevel.WARN ? "WARN" : level === logLevel.INFO ? "INFO" : "DEBUG";
 
-/** kafkajs's own log lines, routed to our structured log at WARN and above. */
+/** kafkajs's own log lines, routed to our structured log. Whatever it gives up on reaches us as an error. */
 const logCreator: KafkaConfig["logCreator"] =
   () =>
   ({ level, label, namespace, log: entry }) => {

@@ -1,0 +1,80 @@
+/**
+ * Shared plumbing for the command-line tools: flag parsing with specific errors, and a main() wrapper.
+ */
+import { parseArgs } from "node:util";
+
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+type FlagSpec = Record<string, { type: "string" | "boolean"; short?: string }>;
+
+export function parseFlags<T extends FlagSpec>(argv: string[], spec: T, usage: string) {
+  try {
+    return parseArgs({ args: argv, options: { ...spec, help: { type: "boolean", short: "h" } }, strict: true }).values;
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}\n\n${usage}`);
+  }
+}
+
+export function intFlag(value: string | undefined, name: string, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  const parsed = Number(value);
+  if (value.trim() === "" || !Number.isInteger(parsed) || parsed < min || parsed > max) {
+    throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, got "${value}"`);
+  }
+  return parsed;
+}
+
+export function numberFlag(
+  value: string | undefined,
+  name: string,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  if (value === undefined) return fallback;
+  const parsed = Number(value);
+  if (value.trim() === "" || !Number.isFinite(parsed) || parsed < min || parsed > max) {
+    throw new UsageError(`--${name} must be a number from ${min} to ${max}, got "${value}"`);
+  }
+  return parsed;
+}
+
+export function choiceFlag<C extends string>(
+  value: string | undefined,
+  name: string,
+  choices: readonly C[],
+  fallback: C,
+): C {
+  if (value === undefined) return fallback;
+  if (!(choices as readonly string[]).includes(value)) {
+    throw new UsageError(`--${name} must be one of ${choices.join(", ")}, got "${value}"`);
+  }
+  return value as C;
+}
+
+/** Runs a CLI's main function: usage errors exit 2, other errors exit 1, each with one clear message on stderr. */
+export function runMain(main: () => Promise<void>): void {
+  main().catch((error: unknown) => {
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`error: ${message}\n`);
+    process.exit(error instanceof UsageError ? 2 : 1);
+  });
+}
+
+/** Resolves on the first SIGINT or SIGTERM. */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (signal: NodeJS.Signals) => {
+      process.off("SIGINT", on);
+      process.off("SIGTERM", on);
+      resolve(signal);
+    };
+    process.on("SIGINT", on);
+    process.on("SIGTERM", on);
+  });
+}

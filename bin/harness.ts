@@ -1,0 +1,90 @@
+/**
+ * npm run harness -- --brokers HOST:PORT [flags]
+ * Runs the processor handler locally behind an emulated MSK event source mapping.
+ */
+
+import {
+  MAX_BATCH_SIZE,
+  MAX_BATCH_WINDOW_MS,
+  MskEventSourceHarness,
+  type StartingPosition,
+} from "../functions/local/harness.ts";
+import { DEFAULT_HANDLER, loadHandler } from "../functions/local/lambda-runtime.ts";
+import { startProgress, summaryText } from "../functions/local/progress.ts";
+import { loadTopics, parseBrokers } from "../functions/shared/config.ts";
+import { createKafka } from "../functions/shared/kafka.ts";
+import { setLogLevel } from "../functions/shared/log.ts";
+import { choiceFlag, intFlag, parseFlags, runMain, UsageError, untilSignal } from "./cli.ts";
+
+const USAGE = `usage: npm run harness -- --brokers HOST:PORT [flags]
+  --brokers B              bootstrap servers (default: KAFKA_BROKERS)
+  --topic T                source topic (default: SOURCE_TOPIC or user-login)
+  --group G                consumer group id (default: user-login-processor)
+  --batch-size N           records per invocation, 1..${MAX_BATCH_SIZE} (default: 100)
+  --batch-window-ms N      longest wait to fill a batch, 0..${MAX_BATCH_WINDOW_MS} (default: 500)
+  --starting-position P    TRIM_HORIZON (default) | LATEST | AT_TIMESTAMP, for a group without committed offsets
+  --starting-timestamp T   with AT_TIMESTAMP: ISO-8601 time or epoch milliseconds
+  --handler PATH           module exporting handler (default: the processor, ${DEFAULT_HANDLER})`;
+
+export function parseTimestamp(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
+  if (!Number.isFinite(ms)) {
+    throw new UsageError(`--starting-timestamp must be an ISO-8601 time or epoch milliseconds, got "${value}"`);
+  }
+  return ms;
+}
+
+runMain(async () => {
+  const flags = parseFlags(
+    process.argv.slice(2),
+    {
+      brokers: { type: "string" },
+      topic: { type: "string" },
+      group: { type: "string" },
+      "batch-size": { type: "string" },
+      "batch-window-ms": { type: "string" },
+      "starting-position": { type: "string" },
+      "starting-timestamp": { type: "string" },
+      handler: { type: "string" },
+    },
+    USAGE,
+  );
+  if (flags.help) return void console.log(USAGE);
+  // The live progress line says what happens; per-batch logs would bury it. LOG_LEVEL=INFO shows them.
+  if (!process.env.LOG_LEVEL) setLogLevel("ERROR");
+  const brokersText = flags.brokers ?? process.env.KAFKA_BROKERS;
+  if (!brokersText) throw new UsageError(`--brokers is required (or set KAFKA_BROKERS)\n\n${USAGE}`);
+  const brokers = parseBrokers(brokersText, "--brokers");
+  const startingPosition = choiceFlag<StartingPosition>(
+    flags["starting-position"],
+    "starting-position",
+    ["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"],
+    "TRIM_HORIZON",
+  );
+  const startingTimestamp = parseTimestamp(flags["starting-timestamp"]);
+  if (startingPosition === "AT_TIMESTAMP" && startingTimestamp === undefined) {
+    throw new UsageError("--starting-position AT_TIMESTAMP needs --starting-timestamp");
+  }
+  const handler = await loadHandler(flags.handler);
+  const harness = new MskEventSourceHarness({
+    kafka: createKafka({ brokers, clientId: "user-login-esm-harness" }),
+    bootstrapServers: brokers.join(","),
+    topic: flags.topic ?? loadTopics(process.env).source,
+    groupId: flags.group,
+    batchSize: intFlag(flags["batch-size"], "batch-size", 100, 1, MAX_BATCH_SIZE),
+    batchWindowMs: intFlag(flags["batch-window-ms"], "batch-window-ms", 500, 0, MAX_BATCH_WINDOW_MS),
+    startingPosition,
+    startingTimestamp,
+    invoke: handler.invoke,
+  });
+  const stopping = untilSignal();
+  await harness.start();
+  console.error(`harness: consuming ${brokers.join(",")}; Ctrl-C stops.`);
+  const stopProgress = startProgress(harness.stats);
+  await stopping;
+  stopProgress();
+  await harness.stop();
+  await handler.close();
+  console.error(summaryText(harness.stats));
+});

@@ -1,0 +1,52 @@
+/**
+ * Loading and calling a Lambda handler in-process, as the local harness and the invoke CLI do.
+ */
+import { randomUUID } from "node:crypto";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { Context } from "aws-lambda";
+import type { MskEvent } from "../core/msk.ts";
+
+type LambdaHandler = (event: unknown, context: Context) => Promise<unknown>;
+
+export interface LoadedHandler {
+  readonly invoke: (event: MskEvent) => Promise<unknown>;
+  /** Disconnects the handler's container-wide clients, if it exports closeProducer(). */
+  readonly close: () => Promise<void>;
+}
+
+/** The processor's handler source; a built bundle (with the same exports) can be given instead. */
+export const DEFAULT_HANDLER = resolve(import.meta.dirname, "../processor/handler.ts");
+
+export function lambdaContext(functionName = "user-login-processor", timeoutMs = 60_000): Context {
+  const deadline = Date.now() + timeoutMs;
+  return {
+    callbackWaitsForEmptyEventLoop: false,
+    functionName,
+    functionVersion: "$LATEST",
+    invokedFunctionArn: `arn:aws:lambda:local:000000000000:function:${functionName}`,
+    memoryLimitInMB: "1024",
+    awsRequestId: randomUUID(),
+    logGroupName: `/aws/lambda/${functionName}`,
+    logStreamName: "local",
+    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
+    done: () => {},
+    fail: () => {},
+    succeed: () => {},
+  };
+}
+
+export async function loadHandler(modulePath: string = DEFAULT_HANDLER): Promise<LoadedHandler> {
+  const module = (await import(pathToFileURL(resolve(modulePath)).href)) as {
+    handler?: LambdaHandler;
+    closeProducer?: () => Promise<void>;
+  };
+  const handler = module.handler;
+  if (typeof handler !== "function") throw new Error(`${modulePath} does not export a function named "handler"`);
+  return {
+    invoke: (event) => handler(event, lambdaContext()),
+    close: async () => {
+      await module.closeProducer?.();
+    },
+  };
+}

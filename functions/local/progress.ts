@@ -1,0 +1,55 @@
+import type { HarnessStats } from "./harness.ts";
+
+/** One status line: records in, processed, dead-lettered (by code), lag and throughput. */
+export function progressLine(stats: HarnessStats, recordsPerSecond: number, generated?: number): string {
+  const codes = Object.entries(stats.deadLetteredByCode)
+    .map(([code, n]) => `${code}=${n}`)
+    .join(" ");
+  return [
+    generated === undefined ? undefined : `generated ${generated}`,
+    `in ${stats.recordsCommitted}`,
+    `processed ${stats.processed}`,
+    `dead-lettered ${stats.deadLettered}${codes ? ` (${codes})` : ""}`,
+    `lag ${stats.lag}`,
+    `${recordsPerSecond.toFixed(0)} rec/s`,
+    stats.failedInvocations > 0 ? `failed invocations ${stats.failedInvocations}` : undefined,
+  ]
+    .filter((part) => part !== undefined)
+    .join(" | ");
+}
+
+/**
+ * Prints progress once a second: rewriting one line on a terminal, a line every 10 s otherwise.
+ * Returns a function that stops it.
+ */
+export function startProgress(stats: HarnessStats, generated?: () => number): () => void {
+  const tty = process.stderr.isTTY === true;
+  let last = stats.recordsCommitted;
+  let lastAt = Date.now();
+  let ticks = 0;
+  const timer = setInterval(() => {
+    const now = Date.now();
+    const rate = ((stats.recordsCommitted - last) * 1000) / Math.max(1, now - lastAt);
+    last = stats.recordsCommitted;
+    lastAt = now;
+    const line = progressLine(stats, rate, generated?.());
+    if (tty) process.stderr.write(`\r\x1b[2K${line}`);
+    else if (++ticks % 10 === 0) process.stderr.write(`${line}\n`);
+  }, 1000);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    if (tty) process.stderr.write("\n");
+  };
+}
+
+export function summaryText(stats: HarnessStats): string {
+  return [
+    "summary:",
+    `  invocations        ${stats.invocations} (${stats.failedInvocations} failed and retried)`,
+    `  records committed  ${stats.recordsCommitted} (delivered ${stats.recordsDelivered}, redeliveries included)`,
+    `  processed          ${stats.processed}`,
+    `  dead-lettered      ${stats.deadLettered} ${JSON.stringify(stats.deadLetteredByCode)}`,
+    `  lag                ${stats.lag}`,
+  ].join("\n");
+}

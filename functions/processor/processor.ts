@@ -1,0 +1,157 @@
+/**
+ * The Lambda adapter's logic (the entry point is handler.ts): MSK event in, records produced to the processed and dead-letter topics, summary out.
+ *
+ * Failure semantics are at-least-once. The event source mapping commits a batch's offsets when the invocation
+ * succeeds, so this handler only succeeds for records that are durably written (acks=all). When producing fails it
+ * either names, per partition, the first record that was not written (PARTIAL_BATCH_RESPONSE=true: Lambda retries
+ * from there) or throws (Lambda retries the whole batch). Either way a record is never reported done unwritten.
+ */
+import middy from "@middy/core";
+import type { Producer } from "kafkajs";
+import { type MskEvent, parseMskEvent } from "../core/msk.ts";
+import {
+  type BatchItemFailure,
+  type BatchSummary,
+  firstUnwrittenPerPartition,
+  processEvent,
+  summarize,
+} from "../core/process.ts";
+import { ConfigError, type ProcessorConfig, parseBrokers } from "../shared/config.ts";
+import { createKafka, createProducer } from "../shared/kafka.ts";
+import { log } from "../shared/log.ts";
+import { kafkaSender, type OutputSender } from "./sender.ts";
+
+export interface HandlerSummary extends BatchSummary {
+  /** Records durably written to Kafka (all of them when the batch succeeds). */
+  written: number;
+  ms: number;
+}
+
+export interface HandlerResponse {
+  batchItemFailures: BatchItemFailure[];
+  summary: HandlerSummary;
+}
+
+export class ProduceError extends Error {
+  constructor(message: string, options: { cause: unknown }) {
+    super(message, options);
+    this.name = "ProduceError";
+  }
+}
+
+export class KafkaConnectError extends Error {
+  constructor(message: string, options: { cause: unknown }) {
+    super(message, options);
+    this.name = "KafkaConnectError";
+  }
+}
+
+export interface ProcessorDependencies {
+  readonly config: ProcessorConfig;
+  /** The sender for this invocation; the default connects one producer per container, lazily. */
+  readonly getSender: (event: MskEvent) => Promise<OutputSender>;
+  /** @default () => new Date() */
+  readonly now?: () => Date;
+}
+
+/** The handler's logic, with its collaborators passed in. */
+export async function processMskEvent(event: MskEvent, deps: ProcessorDependencies): Promise<HandlerResponse> {
+  const started = performance.now();
+  const { topics, partialBatchResponse } = deps.config;
+  const outputs = processEvent(event, {
+    topics: { processed: topics.processed, deadLetter: topics.deadLetter },
+    processedAt: (deps.now?.() ?? new Date()).toISOString(),
+  });
+  const counts = summarize(outputs);
+  let written = 0;
+  let batchItemFailures: BatchItemFailure[] = [];
+  if (outputs.length > 0) {
+    const sender = await deps.getSender(event);
+    const result = await sender.send(outputs);
+    written = result.written;
+    if (written < outputs.length) {
+      batchItemFailures = firstUnwrittenPerPartition(outputs, written);
+      const cause = result.error ?? new Error("the sender stopped early without an error");
+      log("ERROR", "producing the batch failed", {
+        written,
+        unwritten: outputs.length - written,
+        batchItemFailures,
+        error: cause.message,
+      });
+      if (!partialBatchResponse) {
+        throw new ProduceError(
+          `wrote ${written} of ${outputs.length} records before producing failed: ${cause.message}; ` +
+            "failing the invocation so that the event source mapping retries the batch",
+          { cause },
+        );
+      }
+    }
+  }
+  const summary: HandlerSummary = { ...counts, written, ms: Math.round(performance.now() - started) };
+  log("INFO", "batch done", {
+    eventSourceArn: event.eventSourceArn,
+    ...summary,
+    failedPartitions: batchItemFailures.length,
+  });
+  return { batchItemFailures, summary };
+}
+
+/** Rejects anything that is not an MSK event before the handler runs. */
+const mskEventValidator = (): middy.MiddlewareObj<unknown, HandlerResponse> => ({
+  before: (request) => {
+    request.event = parseMskEvent(request.event);
+  },
+});
+
+export function createHandler(deps: ProcessorDependencies) {
+  return middy<unknown, HandlerResponse>()
+    .use(mskEventValidator())
+    .handler((event) => processMskEvent(event as MskEvent, deps));
+}
+
+/**
+ * One idempotent producer per container: created on first use, connected once, reused by later invocations.
+ * A failed connect is not cached, so the next invocation tries again.
+ */
+export function containerSender(config: ProcessorConfig): {
+  getSender: (event: MskEvent) => Promise<OutputSender>;
+  close: () => Promise<void>;
+} {
+  let connected: Promise<{ producer: Producer; sender: OutputSender }> | undefined;
+  const connect = async (event: MskEvent) => {
+    const brokers =
+      config.brokers ??
+      (event.bootstrapServers ? parseBrokers(event.bootstrapServers, "event.bootstrapServers") : undefined);
+    if (!brokers) {
+      throw new ConfigError(
+        "KAFKA_BROKERS environment variable is not set and the event carries no bootstrapServers: set KAFKA_BROKERS to host:port[,host:port]",
+      );
+    }
+    const producer = createProducer(createKafka({ brokers, clientId: config.clientId }));
+    try {
+      await producer.connect();
+    } catch (error) {
+      throw new KafkaConnectError(
+        `could not connect the producer to ${brokers.join(",")}: ${(error as Error).message}`,
+        {
+          cause: error,
+        },
+      );
+    }
+    return { producer, sender: kafkaSender(producer, config.produceChunkBytes) };
+  };
+  return {
+    async getSender(event) {
+      connected ??= connect(event).catch((error: unknown) => {
+        connected = undefined;
+        throw error;
+      });
+      return (await connected).sender;
+    },
+    async close() {
+      const current = connected;
+      connected = undefined;
+      if (current) await (await current.catch(() => undefined))?.producer.disconnect();
+    },
+  };
+}

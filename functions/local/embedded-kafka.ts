@@ -149,7 +149,16 @@ export class EmbeddedKafka {
       const clusterId = randomBytes(16).toString("base64url");
       const format = spawnSync(
         "java",
-        [...this.jvmArgs(), "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", clusterId, "-c", config],
+        [
+          ...this.jvmArgs(),
+          "-cp",
+          classpath,
+          "kafka.tools.StorageTool",
+          "format",
+          `--cluster-id=${clusterId}`,
+          "--config",
+          config,
+        ],
         { encoding: "utf8" },
       );
       if (format.status !== 0) {

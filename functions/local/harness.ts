@@ -137,6 +137,7 @@ export class MskEventSourceHarness {
     }
   }
 
+  /** Joins the consumer group and starts polling; resolves once the first fetch has returned. */
   async start(): Promise<void> {
     const { kafka, topic } = this.options;
     const position = this.options.startingPosition ?? "TRIM_HORIZON";
@@ -157,6 +158,13 @@ export class MskEventSourceHarness {
       maxBytes: 10 * 1024 * 1024,
     });
     this.consumer = consumer;
+    // Ready once the group is joined and a first fetch came back: positions (e.g. LATEST) are resolved by then.
+    const firstFetch = new Promise<void>((resolve) => {
+      const remove = consumer.on(consumer.events.FETCH, () => {
+        remove();
+        resolve();
+      });
+    });
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: position !== "LATEST" });
     await consumer.run({
@@ -165,6 +173,11 @@ export class MskEventSourceHarness {
       partitionsConsumedConcurrently: 64,
       eachBatch: (payload) => this.eachBatch(payload),
     });
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new HarnessOptionError(`no fetch from "${topic}" within 60 s`)), 60_000);
+    });
+    await Promise.race([firstFetch, timeout]).finally(() => clearTimeout(timer));
   }
 
   /** Finishes the batch in flight, commits what succeeded and leaves the group. */

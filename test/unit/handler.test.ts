@@ -1,0 +1,148 @@
+import { describe, expect, it } from "vitest";
+import type { OutputRecord } from "../../functions/core/process.ts";
+import { lambdaContext } from "../../functions/local/lambda-runtime.ts";
+import {
+  containerSender,
+  createHandler,
+  KafkaConnectError,
+  ProduceError,
+  processMskEvent,
+} from "../../functions/processor/processor.ts";
+import type { OutputSender, SendResult } from "../../functions/processor/sender.ts";
+import { loadProcessorConfig } from "../../functions/shared/config.ts";
+import { loadEvent } from "../support/msk.ts";
+
+const NOW = new Date("2026-11-25T10:00:00.000Z");
+
+/** Records what it is given; optionally writes only the first `writeAtMost` records, then fails. */
+function recordingSender(writeAtMost = Number.POSITIVE_INFINITY): OutputSender & { sent: OutputRecord[] } {
+  const sent: OutputRecord[] = [];
+  return {
+    sent,
+    async send(outputs): Promise<SendResult> {
+      const written = Math.min(outputs.length, writeAtMost);
+      sent.push(...outputs.slice(0, written));
+      return written < outputs.length
+        ? { written, error: new Error("Connection error: connect ECONNREFUSED 127.0.0.1:9092") }
+        : { written };
+    },
+  };
+}
+
+function deps(sender: OutputSender, env: Record<string, string> = {}) {
+  return { config: loadProcessorConfig(env), getSender: async () => sender, now: () => NOW };
+}
+
+describe("the processor handler", () => {
+  it("produces one record per input and returns a summary with no failures", async () => {
+    const sender = recordingSender();
+    const response = await processMskEvent(loadEvent("mixed-batch.json"), deps(sender));
+    expect(sender.sent).toHaveLength(10);
+    expect(sender.sent.filter((o) => o.topic === "processed-user-login")).toHaveLength(2);
+    expect(sender.sent.filter((o) => o.topic === "user-login-dlq")).toHaveLength(8);
+    expect(response.batchItemFailures).toEqual([]);
+    expect(response.summary).toMatchObject({
+      in: 10,
+      processed: 2,
+      deadLettered: 8,
+      written: 10,
+      deadLetteredByCode: { SCHEMA_VIOLATION: 4, INVALID_JSON: 2, EMPTY_VALUE: 2 },
+    });
+  });
+
+  it("writes to the topics named by PROCESSED_TOPIC and DLQ_TOPIC", async () => {
+    const sender = recordingSender();
+    await processMskEvent(loadEvent("mixed-batch.json"), deps(sender, { PROCESSED_TOPIC: "out", DLQ_TOPIC: "dead" }));
+    expect(new Set(sender.sent.map((o) => o.topic))).toEqual(new Set(["out", "dead"]));
+  });
+
+  it("stamps processed_at with the batch's processing time", async () => {
+    const sender = recordingSender();
+    await processMskEvent(loadEvent("valid-batch.json"), deps(sender));
+    for (const out of sender.sent) expect(JSON.parse(String(out.value)).processed_at).toBe(NOW.toISOString());
+  });
+
+  it("names the first unwritten record of each partition when producing fails, with PARTIAL_BATCH_RESPONSE=true", async () => {
+    const sender = recordingSender(7);
+    const response = await processMskEvent(
+      loadEvent("mixed-batch.json"),
+      deps(sender, { PARTIAL_BATCH_RESPONSE: "true" }),
+    );
+    expect(response.batchItemFailures).toEqual([{ itemIdentifier: { partition: "user-login-1", offset: 12 } }]);
+    expect(response.summary.written).toBe(7);
+  });
+
+  it("fails the whole invocation when producing fails, with PARTIAL_BATCH_RESPONSE unset", async () => {
+    const sender = recordingSender(3);
+    const run = processMskEvent(loadEvent("mixed-batch.json"), deps(sender));
+    await expect(run).rejects.toThrow(ProduceError);
+    await expect(run).rejects.toThrow(/wrote 3 of 10 records before producing failed: Connection error/);
+  });
+
+  it("does not connect for an event without records", async () => {
+    const event = loadEvent("valid-batch.json");
+    event.records = {};
+    const response = await processMskEvent(event, {
+      config: loadProcessorConfig({}),
+      getSender: () => Promise.reject(new Error("must not connect")),
+    });
+    expect(response.summary).toMatchObject({ in: 0, written: 0 });
+  });
+
+  it("rejects an event that is not an MSK event with a clear error", async () => {
+    const handler = createHandler(deps(recordingSender()));
+    await expect(handler(loadEvent("not-an-msk-event.json"), lambdaContext())).rejects.toThrow(
+      /not an MSK event: eventSource must be "aws:kafka"/,
+    );
+    await expect(
+      handler({ eventSource: "aws:kafka", records: { "t-0": [{ topic: "t" }] } }, lambdaContext()),
+    ).rejects.toThrow(/records\["t-0"\]\[0\].partition must be an integer/);
+  });
+
+  it("runs the saved events through the middy handler", async () => {
+    const sender = recordingSender();
+    const handler = createHandler(deps(sender));
+    const response = await handler(loadEvent("valid-batch.json"), lambdaContext());
+    expect(response.summary).toMatchObject({ in: 3, processed: 3, written: 3 });
+    expect(sender.sent.map((o) => o.kind)).toEqual(["processed", "processed", "processed"]);
+  });
+
+  it("fails an invocation with a clear message when the producer cannot connect, and tries again next time", async () => {
+    const container = containerSender(loadProcessorConfig({ KAFKA_BROKERS: "127.0.0.1:1" }));
+    const event = loadEvent("valid-batch.json");
+    await expect(container.getSender(event)).rejects.toThrow(KafkaConnectError);
+    await expect(container.getSender(event)).rejects.toThrow(/could not connect the producer to 127.0.0.1:1/);
+    await container.close();
+  });
+
+  it("uses the event's bootstrapServers when KAFKA_BROKERS is not set, and says so when neither is", async () => {
+    const container = containerSender(loadProcessorConfig({}));
+    const event = loadEvent("valid-batch.json");
+    event.bootstrapServers = undefined;
+    await expect(container.getSender(event)).rejects.toThrow(/KAFKA_BROKERS environment variable is not set/);
+    event.bootstrapServers = "127.0.0.1:1";
+    await expect(container.getSender(event)).rejects.toThrow(/could not connect the producer to 127.0.0.1:1/);
+  });
+});
+
+describe("processor configuration", () => {
+  it("has the documented defaults", () => {
+    expect(loadProcessorConfig({})).toEqual({
+      brokers: undefined,
+      clientId: "user-login-processor",
+      topics: { source: "user-login", processed: "processed-user-login", deadLetter: "user-login-dlq" },
+      partialBatchResponse: false,
+      produceChunkBytes: 524288,
+    });
+  });
+
+  it.each([
+    [{ PARTIAL_BATCH_RESPONSE: "maybe" }, /PARTIAL_BATCH_RESPONSE must be "true" or "false", got "maybe"/],
+    [{ KAFKA_BROKERS: "localhost" }, /KAFKA_BROKERS entry "localhost" is not host:port/],
+    [{ PROCESSED_TOPIC: " " }, /PROCESSED_TOPIC is set but empty/],
+    [{ DLQ_TOPIC: "user-login" }, /SOURCE_TOPIC, PROCESSED_TOPIC and DLQ_TOPIC must be three different topics/],
+    [{ PRODUCE_CHUNK_BYTES: "12k" }, /PRODUCE_CHUNK_BYTES must be a whole number from 1024 to/],
+  ])("rejects %j with a message naming the variable", (env, message) => {
+    expect(() => loadProcessorConfig(env)).toThrow(message);
+  });
+});

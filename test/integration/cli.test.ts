@@ -1,0 +1,148 @@
+/**
+ * The command-line tools as a user runs them: separate processes, real files, the shared broker.
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
+import { createKafka } from "../../functions/shared/kafka.ts";
+import { createTopicTrio, readTopic, testKafka, waitFor } from "../support/kafka.ts";
+import { EVENTS_DIR, loadEvent } from "../support/msk.ts";
+
+const TSX = join(REPO_ROOT, "node_modules", ".bin", "tsx");
+
+function runCli(script: string, args: string[], env: Record<string, string> = {}) {
+  return spawnSync(TSX, [join(REPO_ROOT, "bin", script), ...args], {
+    encoding: "utf8",
+    env: { ...process.env, LOG_LEVEL: "INFO", ...env },
+    timeout: 60_000,
+  });
+}
+
+function startCli(
+  script: string,
+  args: string[],
+  env: Record<string, string>,
+): ChildProcess & { output: () => string } {
+  const child = spawn(TSX, [join(REPO_ROOT, "bin", script), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout?.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  child.stderr?.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  return Object.assign(child, { output: () => output });
+}
+
+describe("npm run invoke", () => {
+  it("prints one JSON line per record that would be produced, in the event's order, with --dry-run", () => {
+    const result = runCli("invoke.ts", ["--event", join(EVENTS_DIR, "mixed-batch.json"), "--dry-run"]);
+    expect(result.status, result.stderr).toBe(0);
+    const lines = result.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    const event = loadEvent("mixed-batch.json");
+    const records = Object.values(event.records).flat();
+    expect(lines).toHaveLength(records.length);
+    lines.forEach((line, i) => {
+      const record = records[i];
+      expect(line.headers["source.offset"]).toBe(String(record?.offset));
+      const sourceKey = record?.key ? Buffer.from(record.key, "base64").toString() : null;
+      if (line.topic === "user-login-dlq") {
+        expect(line.key).toBe(sourceKey);
+        expect(line.valueBase64).toBe(record?.value ?? null);
+        expect(line.headers["error.code"]).toMatch(/^(EMPTY_VALUE|INVALID_JSON|SCHEMA_VIOLATION|PROCESSING_ERROR)$/);
+      } else {
+        expect(line.topic).toBe("processed-user-login");
+        const value = JSON.parse(line.value);
+        expect(line.key).toBe(sourceKey ?? value.user_id);
+        expect(value.created_at).toMatch(/Z$/);
+        expect(line.valueBase64).toBeUndefined();
+      }
+    });
+    expect(result.stderr).toContain('"message":"batch done"');
+  });
+
+  it("exits non-zero and says what is wrong with a file that is not an MSK event", () => {
+    const result = runCli("invoke.ts", ["--event", join(EVENTS_DIR, "not-an-msk-event.json"), "--dry-run"]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/not an MSK event: eventSource must be "aws:kafka"/);
+    expect(result.stdout).toBe("");
+  });
+
+  it("rejects an unknown flag with the usage", () => {
+    const result = runCli("invoke.ts", ["--evnt", "x.json"]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/Unknown option '--evnt'/);
+    expect(result.stderr).toContain("usage: npm run invoke");
+  });
+
+  it("produces to the broker given by --brokers", async () => {
+    const { kafka, brokers } = testKafka("invoke-cli-test");
+    const topics = await createTopicTrio(kafka, 2);
+    const result = runCli(
+      "invoke.ts",
+      ["--event", join(EVENTS_DIR, "valid-batch.json"), "--brokers", brokers.join(",")],
+      { PROCESSED_TOPIC: topics.processed, DLQ_TOPIC: topics.deadLetter },
+    );
+    expect(result.status, result.stderr).toBe(0);
+    expect(await readTopic(kafka, topics.processed)).toHaveLength(3);
+  });
+});
+
+describe("npm run kafka", () => {
+  it("prints KAFKA_BROKERS once the broker accepts clients, and stops cleanly on SIGINT", async () => {
+    const child = startCli("kafka.ts", [], {});
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    await waitFor("KAFKA_BROKERS=", () => /KAFKA_BROKERS=127\.0\.0\.1:\d+\n/.test(child.output()), 90_000);
+    const brokers = /KAFKA_BROKERS=(\S+)/.exec(child.output())?.[1] as string;
+    const admin = createKafka({ brokers: [brokers], clientId: "kafka-cli-test" }).admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: "smoke" }], waitForLeaders: true });
+    expect(await admin.listTopics()).toContain("smoke");
+    await admin.disconnect();
+    child.kill("SIGINT");
+    expect(await exited).toBe(0);
+    expect(child.output()).toContain("Kafka stopped.");
+  });
+});
+
+describe("npm start", () => {
+  it("runs generator, harness and handler on the broker, and stops cleanly on SIGINT with a summary", async () => {
+    const { kafka, brokers } = testKafka("start-cli-test");
+    const id = randomUUID().slice(0, 8);
+    const env = {
+      KAFKA_BROKERS: brokers.join(","),
+      SOURCE_TOPIC: `user-login-${id}`,
+      PROCESSED_TOPIC: `processed-user-login-${id}`,
+      DLQ_TOPIC: `user-login-dlq-${id}`,
+    };
+    const child = startCli("start.ts", ["--rate", "200", "--batch-window-ms", "100"], env);
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    await waitFor("the pipeline to start", () => child.output().includes("pipeline running"), 60_000);
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    child.kill("SIGINT");
+    expect(await exited).toBe(0);
+    const output = child.output();
+    const generated = Number(/generated (\d+) events/.exec(output)?.[1]);
+    const committed = Number(/records committed\s+(\d+)/.exec(output)?.[1]);
+    expect(generated).toBeGreaterThan(100);
+    expect(committed).toBeGreaterThan(0);
+    const processed = await readTopic(kafka, env.PROCESSED_TOPIC);
+    const dead = await readTopic(kafka, env.DLQ_TOPIC);
+    expect(processed.length + dead.length).toBe(committed);
+    expect(Number(/processed\s+(\d+)/.exec(output.slice(output.indexOf("summary:")))?.[1])).toBe(processed.length);
+  });
+
+  it("rejects a bad flag value naming the flag", () => {
+    const result = runCli("start.ts", ["--rate", "fast"]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/--rate must be a number from 0.1 to 100000, got "fast"/);
+  });
+});

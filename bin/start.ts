@@ -4,11 +4,14 @@
  * real-shaped user-login events, and the processor handler behind the emulated MSK event source mapping.
  * Ctrl-C stops everything cleanly and prints a summary.
  */
+
+import { kafkaSink } from "../functions/generator/main.ts";
+import { GeneratorModel } from "../functions/generator/model.ts";
+import { runGenerator } from "../functions/generator/run.ts";
 import { EmbeddedKafka } from "../functions/local/embedded-kafka.ts";
 import { MAX_BATCH_SIZE, MskEventSourceHarness } from "../functions/local/harness.ts";
 import { loadHandler } from "../functions/local/lambda-runtime.ts";
 import { startProgress, summaryText } from "../functions/local/progress.ts";
-import { runSimpleGenerator } from "../functions/local/simple-generator.ts";
 import { ensureTopics } from "../functions/local/topics.ts";
 import { loadTopics, parseBrokers } from "../functions/shared/config.ts";
 import { createKafka, createProducer } from "../functions/shared/kafka.ts";
@@ -17,6 +20,7 @@ import { intFlag, numberFlag, parseFlags, runMain, untilSignal } from "./cli.ts"
 
 const USAGE = `usage: npm start -- [flags]
   --rate N             events generated per second (default: 2, as the original generator)
+  --invalid-ratio R    share of deliberately bad records, 0..1 (default: 0; see npm run generate -- --help)
   --partitions N       partitions of each topic it creates (default: 3)
   --batch-size N       records per invocation, 1..${MAX_BATCH_SIZE} (default: 100)
   --batch-window-ms N  longest wait to fill a batch (default: 500)
@@ -27,6 +31,7 @@ runMain(async () => {
     process.argv.slice(2),
     {
       rate: { type: "string" },
+      "invalid-ratio": { type: "string" },
       partitions: { type: "string" },
       "batch-size": { type: "string" },
       "batch-window-ms": { type: "string" },
@@ -37,6 +42,7 @@ runMain(async () => {
   // The live progress line says what happens; per-batch logs would bury it. LOG_LEVEL=INFO shows them.
   if (!process.env.LOG_LEVEL) setLogLevel("ERROR");
   const rate = numberFlag(flags.rate, "rate", 2, 0.1, 100_000);
+  const invalidRatio = numberFlag(flags["invalid-ratio"], "invalid-ratio", 0, 0, 1);
   const partitions = intFlag(flags.partitions, "partitions", 3, 1, 1000);
   const batchSize = intFlag(flags["batch-size"], "batch-size", 100, 1, MAX_BATCH_SIZE);
   const batchWindowMs = intFlag(flags["batch-window-ms"], "batch-window-ms", 500, 0, 300_000);
@@ -75,14 +81,18 @@ runMain(async () => {
   const producer = createProducer(kafka);
   await producer.connect();
   const generatorStop = new AbortController();
+  const model = new GeneratorModel({ invalidRatio });
   let generated = 0;
-  const generating = runSimpleGenerator({
-    producer,
-    topic: topics.source,
+  const sink = kafkaSink(producer, topics.source);
+  const generating = runGenerator({
+    model,
     rate,
     signal: generatorStop.signal,
-    onSent: (n) => {
-      generated += n;
+    sink: {
+      async send(records) {
+        await sink.send(records);
+        generated += records.length;
+      },
     },
   });
   console.error(

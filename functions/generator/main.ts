@@ -1,0 +1,99 @@
+/**
+ * The generator as a program: the `npm run generate` CLI and the ECS task's entry point.
+ */
+import type { Producer } from "kafkajs";
+import { createKafka, createProducer } from "../shared/kafka.ts";
+import { GENERATOR_USAGE, type GeneratorConfig, loadGeneratorConfig } from "./config.ts";
+import { GeneratorModel } from "./model.ts";
+import { dryRunSink, type RecordSink, type RunSummary, runGenerator, sleep } from "./run.ts";
+
+export function kafkaSink(producer: Producer, topic: string): RecordSink {
+  return {
+    async send(records) {
+      await producer.send({
+        topic,
+        acks: -1,
+        messages: records.map((record) => ({ key: record.key, value: record.value })),
+      });
+    },
+  };
+}
+
+/** Connects, retrying with backoff (up to 10 s apart) while the broker is unreachable, until connected or aborted. */
+export async function connectWithRetry(
+  producer: Producer,
+  signal: AbortSignal,
+  log: (line: string) => void,
+): Promise<boolean> {
+  let delay = 500;
+  for (let attempt = 1; !signal.aborted; attempt++) {
+    try {
+      await producer.connect();
+      return true;
+    } catch (error) {
+      log(`broker not reachable yet (attempt ${attempt}: ${(error as Error).message}); retrying in ${delay} ms`);
+      await sleep(delay, signal);
+      delay = Math.min(delay * 2, 10_000);
+    }
+  }
+  return false;
+}
+
+export function summaryLine(summary: RunSummary): string {
+  const kinds = Object.entries(summary.byKind)
+    .map(([kind, n]) => `${kind}=${n}`)
+    .join(" ");
+  return `generator summary: sent ${summary.sent}, failed ${summary.failed}, ${summary.rate}/s over ${(summary.elapsedMs / 1000).toFixed(1)} s; by kind: ${kinds || "none"}`;
+}
+
+/** Runs the generator until its count or duration is reached or the signal aborts; returns the summary. */
+export async function generate(
+  config: GeneratorConfig,
+  signal: AbortSignal,
+  log: (line: string) => void,
+): Promise<RunSummary> {
+  const model = new GeneratorModel({
+    seed: config.seed,
+    missingDeviceTypeRatio: config.missingDeviceTypeRatio,
+    invalidRatio: config.invalidRatio,
+    users: config.users,
+  });
+  const run = (sink: RecordSink) =>
+    runGenerator({ model, sink, rate: config.rate, count: config.count, durationMs: config.durationMs, signal, log });
+  if (config.dryRun) return run(dryRunSink((text) => process.stdout.write(text)));
+
+  const brokers = config.brokers as readonly string[];
+  const producer = createProducer(createKafka({ brokers, clientId: "user-login-generator" }));
+  log(`generator: seed ${model.seed}, ${config.rate} events/s to ${config.topic} on ${brokers.join(",")}`);
+  if (!(await connectWithRetry(producer, signal, log)))
+    return { sent: 0, failed: 0, byKind: {}, elapsedMs: 0, rate: 0 };
+  try {
+    return await run(kafkaSink(producer, config.topic));
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+/** CLI and container entry: flags and environment in, summary on stderr; SIGINT/SIGTERM stop it cleanly. */
+export async function main(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Promise<void> {
+  const config = loadGeneratorConfig(argv, env);
+  if (config.help) {
+    process.stdout.write(`${GENERATOR_USAGE}\n`);
+    return;
+  }
+  const stop = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stop.signal.aborted) process.exit(130);
+    process.stderr.write(`${signal}: flushing and stopping (again to force)\n`);
+    stop.abort();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    const summary = await generate(config, stop.signal, (line) => process.stderr.write(`${line}\n`));
+    process.stderr.write(`${summaryLine(summary)}\n`);
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}

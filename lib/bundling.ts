@@ -1,0 +1,37 @@
+/**
+ * One build path for the code that runs in AWS: `npm run build`, the generator's Docker image and the CDK stack's
+ * Lambda bundling all use these esbuild options, and the local harness can run the resulting bundle.
+ */
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { BuildOptions } from "esbuild";
+
+export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+/** kafkajs and ajv are CommonJS: an ESM bundle needs a require() for their Node built-ins. */
+export const ESM_REQUIRE_BANNER =
+  "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);";
+
+/** Bundle name -> entry point, relative to the project root. */
+export const BUNDLES = {
+  processor: "functions/processor/handler.ts",
+  generator: "bin/generate.ts",
+} as const;
+export type BundleName = keyof typeof BUNDLES;
+
+/** Single-file, minified ESM for Node.js 20 and 22, with a source map. */
+export function bundleOptions(name: BundleName, outdir: string = join(PROJECT_ROOT, "dist")): BuildOptions {
+  return {
+    entryPoints: [join(PROJECT_ROOT, BUNDLES[name])],
+    outfile: join(outdir, name, "index.mjs"),
+    bundle: true,
+    platform: "node",
+    target: "node20",
+    format: "esm",
+    minify: true,
+    sourcemap: true,
+    legalComments: "none",
+    banner: { js: ESM_REQUIRE_BANNER },
+    logLevel: "warning",
+  };
+}

@@ -11,13 +11,13 @@ import {
 } from "../functions/local/harness.ts";
 import { DEFAULT_HANDLER, loadHandler } from "../functions/local/lambda-runtime.ts";
 import { startProgress, summaryText } from "../functions/local/progress.ts";
-import { loadTopics, parseBrokers } from "../functions/shared/config.ts";
-import { createKafka } from "../functions/shared/kafka.ts";
+import { loadConnectionConfig, loadTopics } from "../functions/shared/config.ts";
+import { connectKafka } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
 import { choiceFlag, intFlag, parseFlags, runMain, UsageError, untilSignal } from "./cli.ts";
 
 const USAGE = `usage: npm run harness -- --brokers HOST:PORT [flags]
-  --brokers B              bootstrap servers (default: KAFKA_BROKERS)
+  --brokers B              bootstrap servers (default: KAFKA_BROKERS; KAFKA_AUTH etc. as for the processor)
   --topic T                source topic (default: SOURCE_TOPIC or user-login)
   --group G                consumer group id (default: user-login-processor)
   --batch-size N           records per invocation, 1..${MAX_BATCH_SIZE} (default: 100)
@@ -53,9 +53,14 @@ runMain(async () => {
   if (flags.help) return void console.log(USAGE);
   // The live progress line says what happens; per-batch logs would bury it. LOG_LEVEL=INFO shows them.
   if (!process.env.LOG_LEVEL) setLogLevel("ERROR");
-  const brokersText = flags.brokers ?? process.env.KAFKA_BROKERS;
-  if (!brokersText) throw new UsageError(`--brokers is required (or set KAFKA_BROKERS)\n\n${USAGE}`);
-  const brokers = parseBrokers(brokersText, "--brokers");
+  if (!flags.brokers && !process.env.KAFKA_BROKERS && !process.env.MSK_CLUSTER_ARN) {
+    throw new UsageError(`--brokers is required (or set KAFKA_BROKERS or MSK_CLUSTER_ARN)\n\n${USAGE}`);
+  }
+  const connection = loadConnectionConfig({
+    ...process.env,
+    ...(flags.brokers ? { KAFKA_BROKERS: flags.brokers } : {}),
+  });
+  const { kafka, brokers } = await connectKafka(connection, "user-login-esm-harness");
   const startingPosition = choiceFlag<StartingPosition>(
     flags["starting-position"],
     "starting-position",
@@ -68,7 +73,7 @@ runMain(async () => {
   }
   const handler = await loadHandler(flags.handler);
   const harness = new MskEventSourceHarness({
-    kafka: createKafka({ brokers, clientId: "user-login-esm-harness" }),
+    kafka,
     bootstrapServers: brokers.join(","),
     topic: flags.topic ?? loadTopics(process.env).source,
     groupId: flags.group,

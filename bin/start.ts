@@ -13,8 +13,8 @@ import { MAX_BATCH_SIZE, MskEventSourceHarness } from "../functions/local/harnes
 import { loadHandler } from "../functions/local/lambda-runtime.ts";
 import { startProgress, summaryText } from "../functions/local/progress.ts";
 import { ensureTopics } from "../functions/local/topics.ts";
-import { loadTopics, parseBrokers } from "../functions/shared/config.ts";
-import { createKafka, createProducer } from "../functions/shared/kafka.ts";
+import { loadConnectionConfig, loadTopics } from "../functions/shared/config.ts";
+import { connectKafka, createProducer } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
 import { intFlag, numberFlag, parseFlags, runMain, untilSignal } from "./cli.ts";
 
@@ -50,16 +50,14 @@ runMain(async () => {
   const stopping = untilSignal();
 
   let broker: EmbeddedKafka | undefined;
-  let brokers: string[];
-  if (process.env.KAFKA_BROKERS) {
-    brokers = parseBrokers(process.env.KAFKA_BROKERS);
-  } else {
+  let env: Record<string, string | undefined> = process.env;
+  if (!process.env.KAFKA_BROKERS && !process.env.MSK_CLUSTER_ARN) {
     broker = new EmbeddedKafka({ log: (line) => console.error(line) });
     console.error("starting the embedded Kafka broker...");
-    brokers = [await broker.start()];
+    env = { ...process.env, KAFKA_BROKERS: await broker.start(), KAFKA_AUTH: "none" };
     console.error(`Kafka is up at ${broker.brokers} (log: ${broker.logFile})`);
   }
-  const kafka = createKafka({ brokers, clientId: "user-login-local" });
+  const { kafka, brokers } = await connectKafka(loadConnectionConfig(env), "user-login-local");
   const created = await ensureTopics(kafka, [
     { topic: topics.source, numPartitions: partitions },
     { topic: topics.processed, numPartitions: partitions },

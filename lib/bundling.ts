@@ -19,9 +19,17 @@ export const BUNDLES = {
 } as const;
 export type BundleName = keyof typeof BUNDLES;
 
+/**
+ * Left out of the Lambda bundle: the two AWS SDK clients the handler loads only when a configuration needs them
+ * (MSK_CLUSTER_ARN discovery, a SCRAM secret); the nodejs22.x runtime ships every AWS SDK v3 client. The generator's
+ * container image has no SDK of its own, so its bundle keeps everything.
+ */
+export const LAMBDA_EXTERNALS = ["@aws-sdk/client-kafka", "@aws-sdk/client-secrets-manager"];
+
 /** Single-file, minified ESM for Node.js 20 and 22, with a source map. */
 export function bundleOptions(name: BundleName, outdir: string = join(PROJECT_ROOT, "dist")): BuildOptions {
   return {
+    external: name === "processor" ? LAMBDA_EXTERNALS : [],
     entryPoints: [join(PROJECT_ROOT, BUNDLES[name])],
     outfile: join(outdir, name, "index.mjs"),
     bundle: true,

@@ -111,8 +111,10 @@ export function loadGeneratorConfig(
     dryRun,
     help: values.help === true,
   };
-  if (!config.dryRun && !config.brokers && !config.help) {
-    throw new ConfigError("--brokers (or KAFKA_BROKERS) is required unless --dry-run: give host:port[,host:port]");
+  if (!config.dryRun && !config.brokers && !config.help && !env.MSK_CLUSTER_ARN) {
+    throw new ConfigError(
+      "--brokers (or KAFKA_BROKERS) is required unless --dry-run or MSK_CLUSTER_ARN is set: give host:port[,host:port]",
+    );
   }
   return config;
 }

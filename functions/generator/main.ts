@@ -2,7 +2,8 @@
  * The generator as a program: the `npm run generate` CLI and the ECS task's entry point.
  */
 import type { Producer } from "kafkajs";
-import { createKafka, createProducer } from "../shared/kafka.ts";
+import { loadConnectionConfig } from "../shared/config.ts";
+import { connectKafka, createProducer } from "../shared/kafka.ts";
 import { GENERATOR_USAGE, type GeneratorConfig, loadGeneratorConfig } from "./config.ts";
 import { GeneratorModel } from "./model.ts";
 import { dryRunSink, type RecordSink, type RunSummary, runGenerator, sleep } from "./run.ts";
@@ -51,6 +52,7 @@ export async function generate(
   config: GeneratorConfig,
   signal: AbortSignal,
   log: (line: string) => void,
+  env: Readonly<Record<string, string | undefined>> = process.env,
 ): Promise<RunSummary> {
   const model = new GeneratorModel({
     seed: config.seed,
@@ -62,8 +64,12 @@ export async function generate(
     runGenerator({ model, sink, rate: config.rate, count: config.count, durationMs: config.durationMs, signal, log });
   if (config.dryRun) return run(dryRunSink((text) => process.stdout.write(text)));
 
-  const brokers = config.brokers as readonly string[];
-  const producer = createProducer(createKafka({ brokers, clientId: "user-login-generator" }));
+  const connection = loadConnectionConfig({
+    ...env,
+    ...(config.brokers ? { KAFKA_BROKERS: config.brokers.join(",") } : {}),
+  });
+  const { kafka, brokers } = await connectKafka(connection, "user-login-generator");
+  const producer = createProducer(kafka);
   log(`generator: seed ${model.seed}, ${config.rate} events/s to ${config.topic} on ${brokers.join(",")}`);
   if (!(await connectWithRetry(producer, signal, log)))
     return { sent: 0, failed: 0, byKind: {}, elapsedMs: 0, rate: 0 };
@@ -90,7 +96,7 @@ export async function main(argv: readonly string[], env: Readonly<Record<string,
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   try {
-    const summary = await generate(config, stop.signal, (line) => process.stderr.write(`${line}\n`));
+    const summary = await generate(config, stop.signal, (line) => process.stderr.write(`${line}\n`), env);
     process.stderr.write(`${summaryLine(summary)}\n`);
   } finally {
     process.off("SIGINT", onSignal);

@@ -101,6 +101,14 @@ export interface EmbeddedKafkaOptions {
   readonly heap?: string;
   /** How long start() waits for the broker. @default 90000 */
   readonly startTimeoutMs?: number;
+  /** A second listener, SASL_SSL with SCRAM-SHA-512, as MSK's SCRAM endpoint. @default none */
+  readonly saslSsl?: {
+    /** PKCS12 keystore with the broker's key and certificate chain. */
+    readonly keystore: string;
+    readonly password: string;
+    /** SCRAM-SHA-512 users created at format time: name -> password. */
+    readonly users: Readonly<Record<string, string>>;
+  };
   /** Extra server.properties lines. */
   readonly extraProperties?: Readonly<Record<string, string>>;
   /** Progress messages (jar resolution). @default silent */
@@ -112,6 +120,7 @@ export class EmbeddedKafka {
   private exited: Promise<void> = Promise.resolve();
   private port = 0;
   private controllerPort = 0;
+  private saslSslPort = 0;
   private readonly ownsDataDir: boolean;
   readonly dataDir: string;
 
@@ -123,6 +132,11 @@ export class EmbeddedKafka {
   /** `127.0.0.1:PORT`, the bootstrap servers string for clients. */
   get brokers(): string {
     return `127.0.0.1:${this.port}`;
+  }
+
+  /** `127.0.0.1:PORT` of the SASL_SSL listener, when configured. */
+  get saslSslBrokers(): string {
+    return `127.0.0.1:${this.saslSslPort}`;
   }
 
   get logFile(): string {
@@ -143,10 +157,16 @@ export class EmbeddedKafka {
     const libs = ensureKafkaJars(this.options.log);
     if (this.port === 0) this.port = this.options.port ?? (await freePort());
     if (this.controllerPort === 0) this.controllerPort = await freePort();
+    if (this.options.saslSsl && this.saslSslPort === 0) this.saslSslPort = await freePort();
     const config = this.writeConfig();
     const classpath = join(libs, "*");
     if (!existsSync(join(this.dataDir, "logs", "meta.properties"))) {
       const clusterId = randomBytes(16).toString("base64url");
+      // SCRAM users go into the bootstrap metadata, so they exist before the first client connects.
+      const scram = Object.entries(this.options.saslSsl?.users ?? {}).flatMap(([name, password]) => [
+        "--add-scram",
+        `SCRAM-SHA-512=[name=${name},password=${password}]`,
+      ]);
       const format = spawnSync(
         "java",
         [
@@ -158,6 +178,7 @@ export class EmbeddedKafka {
           `--cluster-id=${clusterId}`,
           "--config",
           config,
+          ...scram,
         ],
         { encoding: "utf8" },
       );
@@ -238,6 +259,24 @@ export class EmbeddedKafka {
     return readFileSync(this.logFile, "utf8").split("\n").slice(-30).join("\n");
   }
 
+  private saslSslProperties(): Record<string, string> {
+    const tls = this.options.saslSsl;
+    if (!tls) return {};
+    const plain = `PLAINTEXT://127.0.0.1:${this.port}`;
+    return {
+      listeners: `${plain},SASL_SSL://127.0.0.1:${this.saslSslPort},CONTROLLER://127.0.0.1:${this.controllerPort}`,
+      "advertised.listeners": `${plain},SASL_SSL://127.0.0.1:${this.saslSslPort}`,
+      "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+      "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+      "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+      "ssl.keystore.type": "PKCS12",
+      "ssl.keystore.location": tls.keystore,
+      "ssl.keystore.password": tls.password,
+      "ssl.key.password": tls.password,
+    };
+  }
+
   private writeConfig(): string {
     mkdirSync(this.dataDir, { recursive: true });
     const properties: Record<string, string> = {
@@ -260,6 +299,7 @@ export class EmbeddedKafka {
       "share.coordinator.state.topic.replication.factor": "1",
       "share.coordinator.state.topic.min.isr": "1",
       "group.initial.rebalance.delay.ms": "0",
+      ...this.saslSslProperties(),
       ...this.options.extraProperties,
     };
     const config = join(this.dataDir, "server.properties");

@@ -16,8 +16,8 @@ import {
   processEvent,
   summarize,
 } from "../core/process.ts";
-import { ConfigError, type ProcessorConfig, parseBrokers } from "../shared/config.ts";
-import { createKafka, createProducer } from "../shared/kafka.ts";
+import { type ProcessorConfig, parseBrokers } from "../shared/config.ts";
+import { type AwsClients, connectKafka, createProducer } from "../shared/kafka.ts";
 import { log } from "../shared/log.ts";
 import { kafkaSender, type OutputSender } from "./sender.ts";
 
@@ -110,34 +110,39 @@ export function createHandler(deps: ProcessorDependencies) {
 }
 
 /**
- * One idempotent producer per container: created on first use, connected once, reused by later invocations.
- * A failed connect is not cached, so the next invocation tries again.
+ * One idempotent producer per container: created on first use, connected once, reused by later invocations (kafkajs
+ * reconnects and re-authenticates it after idle periods and broker restarts). A failed connect is not cached, so the
+ * next invocation tries again.
  */
-export function containerSender(config: ProcessorConfig): {
+export function containerSender(
+  config: ProcessorConfig,
+  aws: AwsClients = {},
+): {
   getSender: (event: MskEvent) => Promise<OutputSender>;
   close: () => Promise<void>;
+  /** How many producers this container has connected (1 while the first keeps working). */
+  readonly connects: () => number;
 } {
   let connected: Promise<{ producer: Producer; sender: OutputSender }> | undefined;
+  let connects = 0;
   const connect = async (event: MskEvent) => {
-    const brokers =
-      config.brokers ??
-      (event.bootstrapServers ? parseBrokers(event.bootstrapServers, "event.bootstrapServers") : undefined);
-    if (!brokers) {
-      throw new ConfigError(
-        "KAFKA_BROKERS environment variable is not set and the event carries no bootstrapServers: set KAFKA_BROKERS to host:port[,host:port]",
-      );
-    }
-    const producer = createProducer(createKafka({ brokers, clientId: config.clientId }));
+    const fallback = event.bootstrapServers
+      ? parseBrokers(event.bootstrapServers, "event.bootstrapServers")
+      : undefined;
+    const { kafka, brokers } = await connectKafka(config.connection, config.clientId, {
+      aws,
+      fallbackBrokers: fallback,
+    });
+    const producer = createProducer(kafka);
     try {
       await producer.connect();
     } catch (error) {
       throw new KafkaConnectError(
-        `could not connect the producer to ${brokers.join(",")}: ${(error as Error).message}`,
-        {
-          cause: error,
-        },
+        `could not connect the producer to ${brokers.join(",")} (KAFKA_AUTH=${config.connection.auth}): ${(error as Error).message}`,
+        { cause: error },
       );
     }
+    connects++;
     return { producer, sender: kafkaSender(producer, config.produceChunkBytes) };
   };
   return {
@@ -153,5 +158,6 @@ export function containerSender(config: ProcessorConfig): {
       connected = undefined;
       if (current) await (await current.catch(() => undefined))?.producer.disconnect();
     },
+    connects: () => connects,
   };
 }

@@ -22,9 +22,76 @@ export interface TopicConfig {
   readonly deadLetter: string;
 }
 
-export interface ProcessorConfig {
-  /** Bootstrap servers; when absent the handler uses the event's bootstrapServers. */
+export const KAFKA_AUTH_MODES = ["iam", "scram", "none"] as const;
+export type KafkaAuth = (typeof KAFKA_AUTH_MODES)[number];
+
+/** How to reach and authenticate to Kafka: the same for the processor, the generator, the harness and the tools. */
+export interface ConnectionConfig {
+  /** KAFKA_BROKERS; when absent, MSK_CLUSTER_ARN discovery (or, in the handler, the event's bootstrapServers). */
   readonly brokers: readonly string[] | undefined;
+  /** MSK_CLUSTER_ARN */
+  readonly clusterArn: string | undefined;
+  /** KAFKA_AUTH: `iam` by default in AWS (AWS_EXECUTION_ENV is set), else `none`. */
+  readonly auth: KafkaAuth;
+  /** KAFKA_TLS: on by default for iam and scram. */
+  readonly tls: boolean;
+  /** KAFKA_TLS_CA_FILE: a PEM bundle to trust instead of the system's CAs (a private or test CA). */
+  readonly tlsCaFile: string | undefined;
+  /** AWS_REGION (iam signing, discovery, Secrets Manager). */
+  readonly region: string | undefined;
+  /** KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD, or KAFKA_SASL_SECRET_ARN (an MSK SCRAM secret). */
+  readonly scram: { readonly username?: string; readonly password?: string; readonly secretArn?: string } | undefined;
+}
+
+export function loadConnectionConfig(env: Env = process.env): ConnectionConfig {
+  const authText = env.KAFKA_AUTH?.trim().toLowerCase() || (env.AWS_EXECUTION_ENV ? "iam" : "none");
+  if (!(KAFKA_AUTH_MODES as readonly string[]).includes(authText)) {
+    throw new ConfigError(`KAFKA_AUTH must be one of ${KAFKA_AUTH_MODES.join(", ")}, got "${env.KAFKA_AUTH}"`);
+  }
+  const auth = authText as KafkaAuth;
+  const region = env.AWS_REGION?.trim() || env.AWS_DEFAULT_REGION?.trim() || undefined;
+  const clusterArn = env.MSK_CLUSTER_ARN?.trim() || undefined;
+  if (clusterArn && !/^arn:aws[\w-]*:kafka:[\w-]+:\d{12}:cluster\/.+/.test(clusterArn)) {
+    throw new ConfigError(
+      `MSK_CLUSTER_ARN must be an MSK cluster ARN (arn:aws:kafka:REGION:ACCOUNT:cluster/NAME/ID), got "${clusterArn}"`,
+    );
+  }
+  if ((auth === "iam" || clusterArn) && !region) {
+    throw new ConfigError(
+      `AWS_REGION environment variable is not set: KAFKA_AUTH=${auth}${clusterArn ? " with MSK_CLUSTER_ARN" : ""} needs the cluster's region (e.g. AWS_REGION=us-east-1)`,
+    );
+  }
+  let scram: ConnectionConfig["scram"];
+  if (auth === "scram") {
+    const username = env.KAFKA_SASL_USERNAME || undefined;
+    const password = env.KAFKA_SASL_PASSWORD || undefined;
+    const secretArn = env.KAFKA_SASL_SECRET_ARN?.trim() || undefined;
+    if (!secretArn && !(username && password)) {
+      throw new ConfigError(
+        "KAFKA_AUTH=scram needs KAFKA_SASL_SECRET_ARN (an AmazonMSK_ secret) or both KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD",
+      );
+    }
+    if (secretArn && !region) {
+      throw new ConfigError(
+        "AWS_REGION environment variable is not set: KAFKA_SASL_SECRET_ARN is read from Secrets Manager in that region",
+      );
+    }
+    scram = { username, password, secretArn };
+  }
+  const brokers = env.KAFKA_BROKERS;
+  return {
+    brokers: brokers === undefined || brokers.trim() === "" ? undefined : parseBrokers(brokers),
+    clusterArn,
+    auth,
+    tls: parseBoolean(env, "KAFKA_TLS", auth !== "none"),
+    tlsCaFile: env.KAFKA_TLS_CA_FILE?.trim() || undefined,
+    region,
+    scram,
+  };
+}
+
+export interface ProcessorConfig {
+  readonly connection: ConnectionConfig;
   readonly clientId: string;
   readonly topics: TopicConfig;
   /** Report Kafka partial batch responses instead of failing the whole batch. */
@@ -95,9 +162,8 @@ export function loadTopics(env: Env): TopicConfig {
 }
 
 export function loadProcessorConfig(env: Env = process.env): ProcessorConfig {
-  const brokers = env.KAFKA_BROKERS;
   return {
-    brokers: brokers === undefined || brokers.trim() === "" ? undefined : parseBrokers(brokers),
+    connection: loadConnectionConfig(env),
     clientId: text(env, "KAFKA_CLIENT_ID", "user-login-processor"),
     topics: loadTopics(env),
     partialBatchResponse: parseBoolean(env, "PARTIAL_BATCH_RESPONSE", false),

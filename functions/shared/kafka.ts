@@ -1,16 +1,27 @@
 /**
  * The one place that builds Kafka clients (kafkajs today), so the client library can be swapped without touching
- * the processing core. Local plaintext for now; the authentication modes for Amazon MSK come with the auth work.
+ * the processing core. It turns a ConnectionConfig into brokers and security settings: IAM (SASL/OAUTHBEARER over
+ * TLS), SCRAM-SHA-512 over TLS, or plaintext for local brokers.
  */
-import { Kafka, type KafkaConfig, logLevel, Partitioners, type Producer } from "kafkajs";
+import { readFileSync } from "node:fs";
+import type { KafkaClient } from "@aws-sdk/client-kafka";
+import type { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
+import { Kafka, type KafkaConfig, logLevel, Partitioners, type Producer, type SASLOptions } from "kafkajs";
+import { ConfigError, type ConnectionConfig } from "./config.ts";
 import { log } from "./log.ts";
+import { discoverBrokers, iamTokenProvider, scramSecret } from "./msk-auth.ts";
 
-export interface KafkaClientOptions {
+export interface KafkaSecurity {
+  readonly ssl?: boolean | { ca: string[] };
+  readonly sasl?: SASLOptions;
+}
+
+export interface KafkaClientOptions extends KafkaSecurity {
   readonly brokers: readonly string[];
   readonly clientId: string;
   /** How long one connection attempt may take. @default 3000 */
   readonly connectionTimeoutMs?: number;
-  /** Retries for a failed request, with exponential backoff. @default 5 */
+  /** Retries for connecting and other cluster requests, with exponential backoff. @default 3 */
   readonly retries?: number;
 }
 
@@ -30,12 +41,93 @@ export function createKafka(options: KafkaClientOptions): Kafka {
   return new Kafka({
     clientId: options.clientId,
     brokers: [...options.brokers],
+    ssl: options.ssl,
+    sasl: options.sasl,
     connectionTimeout: options.connectionTimeoutMs ?? 3000,
+    authenticationTimeout: 10_000,
+    // Re-authenticate (KIP-368) this long before the broker's session ends: IAM tokens expire.
+    reauthenticationThreshold: 60_000,
     requestTimeout: 30_000,
-    retry: { retries: options.retries ?? 5, initialRetryTime: 300, maxRetryTime: 5000 },
+    retry: { retries: options.retries ?? 3, initialRetryTime: 300, maxRetryTime: 5000 },
     logLevel: logLevel.WARN,
     logCreator,
   });
+}
+
+/** AWS clients for discovery and secrets; tests pass their own. */
+export interface AwsClients {
+  readonly kafka?: Pick<KafkaClient, "send">;
+  readonly secretsManager?: Pick<SecretsManagerClient, "send">;
+}
+
+// Loaded only when a configuration needs them, so a cold start with KAFKA_BROKERS set pays for neither.
+async function defaultKafkaClient(region: string | undefined): Promise<KafkaClient> {
+  const { KafkaClient } = await import("@aws-sdk/client-kafka");
+  return new KafkaClient({ region });
+}
+
+async function defaultSecretsManager(region: string | undefined): Promise<SecretsManagerClient> {
+  const { SecretsManagerClient } = await import("@aws-sdk/client-secrets-manager");
+  return new SecretsManagerClient({ region });
+}
+
+/** TLS and SASL settings for the configured auth mode. */
+export async function kafkaSecurity(config: ConnectionConfig, aws: AwsClients = {}): Promise<KafkaSecurity> {
+  let ssl: KafkaSecurity["ssl"] = config.tls;
+  if (config.tls && config.tlsCaFile) {
+    try {
+      ssl = { ca: [readFileSync(config.tlsCaFile, "utf8")] };
+    } catch (error) {
+      throw new ConfigError(`KAFKA_TLS_CA_FILE ${config.tlsCaFile} cannot be read: ${(error as Error).message}`);
+    }
+  }
+  if (config.auth === "iam") {
+    return {
+      ssl,
+      sasl: { mechanism: "oauthbearer", oauthBearerProvider: iamTokenProvider({ region: config.region as string }) },
+    };
+  }
+  if (config.auth === "scram") {
+    const { username, password, secretArn } = config.scram ?? {};
+    const credentials =
+      username && password
+        ? { username, password }
+        : await scramSecret(aws.secretsManager ?? (await defaultSecretsManager(config.region)), secretArn as string);
+    return { ssl, sasl: { mechanism: "scram-sha-512", ...credentials } };
+  }
+  return { ssl };
+}
+
+/** Bootstrap brokers: KAFKA_BROKERS, else MSK_CLUSTER_ARN discovery, else `fallback` (the event's), else an error. */
+export async function resolveBrokers(
+  config: ConnectionConfig,
+  aws: AwsClients = {},
+  fallback?: readonly string[],
+): Promise<readonly string[]> {
+  if (config.brokers) return config.brokers;
+  if (config.clusterArn) {
+    return discoverBrokers(
+      aws.kafka ?? (await defaultKafkaClient(config.region)),
+      config.clusterArn,
+      config.auth,
+      config.tls,
+    );
+  }
+  if (fallback && fallback.length > 0) return fallback;
+  throw new ConfigError(
+    "KAFKA_BROKERS environment variable is not set: set it to host:port[,host:port], or set MSK_CLUSTER_ARN to discover the brokers",
+  );
+}
+
+/** A kafkajs client for the configuration: brokers resolved, security settings built. */
+export async function connectKafka(
+  config: ConnectionConfig,
+  clientId: string,
+  options: { aws?: AwsClients; fallbackBrokers?: readonly string[]; retries?: number } = {},
+): Promise<{ kafka: Kafka; brokers: readonly string[] }> {
+  const brokers = await resolveBrokers(config, options.aws, options.fallbackBrokers);
+  const security = await kafkaSecurity(config, options.aws);
+  return { kafka: createKafka({ brokers, clientId, retries: options.retries, ...security }), brokers };
 }
 
 /**

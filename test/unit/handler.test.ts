@@ -128,7 +128,15 @@ describe("the processor handler", () => {
 describe("processor configuration", () => {
   it("has the documented defaults", () => {
     expect(loadProcessorConfig({})).toEqual({
-      brokers: undefined,
+      connection: {
+        brokers: undefined,
+        clusterArn: undefined,
+        auth: "none",
+        tls: false,
+        tlsCaFile: undefined,
+        region: undefined,
+        scram: undefined,
+      },
       clientId: "user-login-processor",
       topics: { source: "user-login", processed: "processed-user-login", deadLetter: "user-login-dlq" },
       partialBatchResponse: false,

@@ -12,10 +12,10 @@ import { EmbeddedKafka } from "../functions/local/embedded-kafka.ts";
 import { MAX_BATCH_SIZE, MskEventSourceHarness } from "../functions/local/harness.ts";
 import { loadHandler } from "../functions/local/lambda-runtime.ts";
 import { startProgress, summaryText } from "../functions/local/progress.ts";
-import { ensureTopics } from "../functions/local/topics.ts";
 import { loadConnectionConfig, loadTopics } from "../functions/shared/config.ts";
 import { connectKafka, createProducer } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
+import { ensureTopics } from "../functions/shared/topics.ts";
 import { intFlag, numberFlag, parseFlags, runMain, untilSignal } from "./cli.ts";
 
 const USAGE = `usage: npm start -- [flags]

@@ -16,6 +16,7 @@ export const ESM_REQUIRE_BANNER =
 export const BUNDLES = {
   processor: "functions/processor/handler.ts",
   generator: "bin/generate.ts",
+  "topic-setup": "functions/topic-setup/handler.ts",
 } as const;
 export type BundleName = keyof typeof BUNDLES;
 
@@ -29,7 +30,7 @@ export const LAMBDA_EXTERNALS = ["@aws-sdk/client-kafka", "@aws-sdk/client-secre
 /** Single-file, minified ESM for Node.js 20 and 22, with a source map. */
 export function bundleOptions(name: BundleName, outdir: string = join(PROJECT_ROOT, "dist")): BuildOptions {
   return {
-    external: name === "processor" ? LAMBDA_EXTERNALS : [],
+    external: name === "generator" ? [] : LAMBDA_EXTERNALS,
     entryPoints: [join(PROJECT_ROOT, BUNDLES[name])],
     outfile: join(outdir, name, "index.mjs"),
     bundle: true,

@@ -7,10 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MskEvent } from "../../functions/core/msk.ts";
 import { EmbeddedKafka } from "../../functions/local/embedded-kafka.ts";
 import { MskEventSourceHarness } from "../../functions/local/harness.ts";
-import { ensureTopics } from "../../functions/local/topics.ts";
 import { containerSender, createHandler } from "../../functions/processor/processor.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
 import { createKafka, createProducer } from "../../functions/shared/kafka.ts";
+import { ensureTopics } from "../../functions/shared/topics.ts";
 import { groupLag, readTopic, waitFor } from "../support/kafka.ts";
 import { validLogin } from "../support/msk.ts";
 

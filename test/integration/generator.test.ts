@@ -6,8 +6,8 @@ import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { EmbeddedKafka, freePort, REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
-import { ensureTopics } from "../../functions/local/topics.ts";
 import { createKafka } from "../../functions/shared/kafka.ts";
+import { ensureTopics } from "../../functions/shared/topics.ts";
 import { readTopic, testKafka, waitFor } from "../support/kafka.ts";
 
 const TSX = join(REPO_ROOT, "node_modules", ".bin", "tsx");

@@ -5,10 +5,10 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EmbeddedKafka } from "../../functions/local/embedded-kafka.ts";
-import { ensureTopics } from "../../functions/local/topics.ts";
 import { containerSender, createHandler } from "../../functions/processor/processor.ts";
 import { loadConnectionConfig, loadProcessorConfig } from "../../functions/shared/config.ts";
 import { connectKafka, createKafka, createProducer } from "../../functions/shared/kafka.ts";
+import { ensureTopics } from "../../functions/shared/topics.ts";
 import { readTopic } from "../support/kafka.ts";
 import { loadEvent } from "../support/msk.ts";
 import { makeTestPki, type TestPki } from "../support/tls.ts";

@@ -4,8 +4,8 @@
 import { randomUUID } from "node:crypto";
 import type { IHeaders, Kafka } from "kafkajs";
 import { inject } from "vitest";
-import { ensureTopics } from "../../functions/local/topics.ts";
 import { createKafka } from "../../functions/shared/kafka.ts";
+import { ensureTopics } from "../../functions/shared/topics.ts";
 
 export function testKafka(clientId = "test"): { kafka: Kafka; brokers: string[] } {
   const brokers = inject("kafkaBrokers").split(",");

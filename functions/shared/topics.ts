@@ -1,0 +1,46 @@
+import type { Kafka } from "kafkajs";
+
+export interface TopicSpec {
+  readonly topic: string;
+  /** @default 1 */
+  readonly numPartitions?: number;
+  /** @default -1, the broker's default.replication.factor */
+  readonly replicationFactor?: number;
+  /** Topic configs, e.g. { "retention.ms": "604800000" }. */
+  readonly configs?: Readonly<Record<string, string>>;
+}
+
+/**
+ * Creates the topics that do not exist yet (auto-creation is off, as on MSK) and waits for their leaders; adds
+ * partitions to existing topics that have fewer than asked (Kafka cannot remove partitions). Returns the created names.
+ */
+export async function ensureTopics(kafka: Kafka, topics: readonly TopicSpec[]): Promise<string[]> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const missing = topics.filter((t) => !existing.has(t.topic));
+    if (missing.length > 0) {
+      await admin.createTopics({
+        waitForLeaders: true,
+        topics: missing.map((t) => ({
+          topic: t.topic,
+          numPartitions: t.numPartitions ?? 1,
+          replicationFactor: t.replicationFactor ?? -1,
+          configEntries: Object.entries(t.configs ?? {}).map(([name, value]) => ({ name, value })),
+        })),
+      });
+    }
+    const present = topics.filter((t) => existing.has(t.topic) && t.numPartitions !== undefined);
+    if (present.length > 0) {
+      const metadata = await admin.fetchTopicMetadata({ topics: present.map((t) => t.topic) });
+      const grow = present
+        .map((t) => ({ topic: t.topic, count: t.numPartitions as number }))
+        .filter((t) => (metadata.topics.find((m) => m.name === t.topic)?.partitions.length ?? t.count) < t.count);
+      if (grow.length > 0) await admin.createPartitions({ topicPartitions: grow });
+    }
+    return missing.map((t) => t.topic);
+  } finally {
+    await admin.disconnect();
+  }
+}

@@ -1,0 +1,315 @@
+/**
+ * The MSK cluster (serverless or provisioned, IAM client authentication) and the pipeline's topics.
+ */
+import {
+  Arn,
+  ArnFormat,
+  type CfnElement,
+  CustomResource,
+  Duration,
+  Fn,
+  RemovalPolicy,
+  Stack,
+  Validations,
+} from "aws-cdk-lib";
+import type * as ec2 from "aws-cdk-lib/aws-ec2";
+import * as iam from "aws-cdk-lib/aws-iam";
+import * as lambda from "aws-cdk-lib/aws-lambda";
+import * as logs from "aws-cdk-lib/aws-logs";
+import * as msk from "aws-cdk-lib/aws-msk";
+import * as cr from "aws-cdk-lib/custom-resources";
+import { Construct } from "constructs";
+import { kafkaVersion } from "../functions/local/embedded-kafka.ts";
+import { pipelineFunction } from "./functions.ts";
+
+export type ClusterType = "serverless" | "provisioned";
+
+export interface MskClusterProps {
+  /** @default "serverless" (IAM only, nothing to size) */
+  readonly type?: ClusterType;
+  /** Provisioned only. @default "kafka.m7g.large" */
+  readonly brokerType?: string;
+  /** Provisioned only: a multiple of the number of subnets (AZs). Required for provisioned. */
+  readonly brokerCount?: number;
+  /** Provisioned only: EBS GiB per broker. @default 100 */
+  readonly storageGiB?: number;
+  /** Provisioned only; its major must match the embedded broker's. @default "4.1.x.kraft" */
+  readonly kafkaVersion?: string;
+}
+
+export interface TopicProps {
+  /** @default "user-login" */
+  readonly source?: string;
+  /** @default "processed-user-login" */
+  readonly processed?: string;
+  /** @default "user-login-dlq" */
+  readonly deadLetter?: string;
+  /** Where the event source mapping parks records that exhausted their retries. @default "user-login-esm-failures" */
+  readonly esmFailures?: string;
+  /** Partitions of each topic. @default 3 */
+  readonly partitions?: number;
+  /** @default 168 (7 days) */
+  readonly retentionHours?: number;
+  /** Provisioned only (MSK Serverless fixes it at 2). @default 2 */
+  readonly minInSyncReplicas?: number;
+}
+
+export class PropsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "PropsError";
+  }
+}
+
+export function checkInteger(name: string, value: number, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new PropsError(`${name} must be a whole number from ${min} to ${max}, got ${value}`);
+  }
+  return value;
+}
+
+interface MskClusterConstructProps extends MskClusterProps {
+  readonly vpc: ec2.IVpc;
+  readonly subnets: ec2.SubnetSelection;
+  readonly securityGroup: ec2.ISecurityGroup;
+  readonly clusterName: string;
+}
+
+/** An MSK cluster with IAM client authentication, reachable from `securityGroup` on 9098. */
+export class MskCluster extends Construct {
+  readonly clusterArn: string;
+  readonly clusterName: string;
+  readonly type: ClusterType;
+  readonly brokerCount: number | undefined;
+
+  constructor(scope: Construct, id: string, props: MskClusterConstructProps) {
+    super(scope, id);
+    this.type = props.type ?? "serverless";
+    this.clusterName = props.clusterName;
+    const subnetIds = props.vpc.selectSubnets(props.subnets).subnetIds;
+    if (this.type === "serverless") {
+      for (const name of ["brokerType", "brokerCount", "storageGiB", "kafkaVersion"] as const) {
+        if (props[name] !== undefined) {
+          throw new PropsError(
+            `cluster.${name} applies to provisioned clusters only: remove it or set cluster.type to "provisioned"`,
+          );
+        }
+      }
+      const cluster = new msk.CfnServerlessCluster(this, "Serverless", {
+        clusterName: props.clusterName,
+        clientAuthentication: { sasl: { iam: { enabled: true } } },
+        vpcConfigs: [{ subnetIds, securityGroups: [props.securityGroup.securityGroupId] }],
+      });
+      this.clusterArn = cluster.attrArn;
+      return;
+    }
+    if (props.brokerCount === undefined) {
+      throw new PropsError(
+        "cluster.brokerCount is required for a provisioned cluster (a multiple of the AZ count, e.g. 2 or 3)",
+      );
+    }
+    this.brokerCount = checkInteger("cluster.brokerCount", props.brokerCount, 1, 30);
+    if (this.brokerCount % subnetIds.length !== 0) {
+      throw new PropsError(
+        `cluster.brokerCount must be a multiple of the ${subnetIds.length} subnets (AZs), got ${this.brokerCount}`,
+      );
+    }
+    const version = props.kafkaVersion ?? "4.1.x.kraft";
+    const major = kafkaVersion().split(".")[0];
+    if (version.split(".")[0] !== major) {
+      throw new PropsError(
+        `cluster.kafkaVersion must be a Kafka ${major}.x version like the embedded broker's (${kafkaVersion()}), got "${version}"`,
+      );
+    }
+    const brokerLogs = new logs.LogGroup(this, "BrokerLogs", {
+      retention: logs.RetentionDays.ONE_MONTH,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    const cluster = new msk.CfnCluster(this, "Provisioned", {
+      clusterName: props.clusterName,
+      kafkaVersion: version,
+      numberOfBrokerNodes: this.brokerCount,
+      brokerNodeGroupInfo: {
+        instanceType: props.brokerType ?? "kafka.m7g.large",
+        clientSubnets: subnetIds,
+        securityGroups: [props.securityGroup.securityGroupId],
+        storageInfo: {
+          ebsStorageInfo: { volumeSize: checkInteger("cluster.storageGiB", props.storageGiB ?? 100, 1, 16384) },
+        },
+      },
+      clientAuthentication: { sasl: { iam: { enabled: true } }, unauthenticated: { enabled: false } },
+      encryptionInfo: { encryptionInTransit: { clientBroker: "TLS", inCluster: true } },
+      enhancedMonitoring: "PER_TOPIC_PER_BROKER",
+      loggingInfo: { brokerLogs: { cloudWatchLogs: { enabled: true, logGroup: brokerLogs.logGroupName } } },
+    });
+    this.clusterArn = cluster.attrArn;
+  }
+
+  /** arn:aws:kafka:REGION:ACCOUNT:RESOURCE/CLUSTER_NAME/CLUSTER_UUID/NAME, for topics and groups. */
+  resourceArn(resource: "topic" | "group", name: string): string {
+    const clusterUuid = Fn.select(2, Fn.split("/", this.clusterArn));
+    return Arn.format(
+      {
+        service: "kafka",
+        resource,
+        resourceName: `${this.clusterName}/${clusterUuid}/${name}`,
+        arnFormat: ArnFormat.SLASH_RESOURCE_NAME,
+      },
+      Stack.of(this),
+    );
+  }
+
+  /** Lets `grantee` connect to the cluster and describe it (including kafka:DescribeClusterV2 for serverless). */
+  grantConnect(grantee: iam.IGrantable): void {
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster"],
+      resourceArns: [this.clusterArn],
+    });
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ["kafka:DescribeCluster", "kafka:DescribeClusterV2", "kafka:GetBootstrapBrokers"],
+      resourceArns: [this.clusterArn],
+    });
+  }
+
+  grantWrite(grantee: iam.IGrantable, topics: readonly string[]): void {
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"],
+      resourceArns: topics.map((topic) => this.resourceArn("topic", topic)),
+    });
+  }
+
+  /** Lets `grantee` consume `topic` in consumer group `groupId` (what the MSK event source mapping needs). */
+  grantRead(grantee: iam.IGrantable, topic: string, groupId: string): void {
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ["kafka-cluster:DescribeClusterDynamicConfiguration"],
+      resourceArns: [this.clusterArn],
+    });
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ["kafka-cluster:DescribeTopic", "kafka-cluster:ReadData"],
+      resourceArns: [this.resourceArn("topic", topic)],
+    });
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ["kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup"],
+      resourceArns: [this.resourceArn("group", groupId)],
+    });
+  }
+}
+
+export interface ResolvedTopics {
+  readonly source: string;
+  readonly processed: string;
+  readonly deadLetter: string;
+  readonly esmFailures: string;
+}
+
+export function resolveTopics(props: TopicProps = {}): ResolvedTopics {
+  const topics = {
+    source: props.source ?? "user-login",
+    processed: props.processed ?? "processed-user-login",
+    deadLetter: props.deadLetter ?? "user-login-dlq",
+    esmFailures: props.esmFailures ?? "user-login-esm-failures",
+  };
+  for (const [key, name] of Object.entries(topics)) {
+    if (!/^[a-zA-Z0-9._-]{1,249}$/.test(name))
+      throw new PropsError(`topics.${key} "${name}" is not a valid Kafka topic name`);
+  }
+  if (new Set(Object.values(topics)).size !== 4) throw new PropsError("topics: the four topic names must differ");
+  return topics;
+}
+
+interface TopicsConstructProps extends TopicProps {
+  readonly cluster: MskCluster;
+  readonly names: ResolvedTopics;
+  readonly vpc: ec2.IVpc;
+  readonly subnets: ec2.SubnetSelection;
+  readonly securityGroup: ec2.ISecurityGroup;
+}
+
+/**
+ * The four topics: AWS::MSK::Topic on provisioned clusters; on MSK Serverless (where it does not apply) a custom
+ * resource whose function reuses the project's Kafka connection module.
+ */
+export class PipelineTopics extends Construct {
+  readonly partitions: number;
+
+  constructor(scope: Construct, id: string, props: TopicsConstructProps) {
+    super(scope, id);
+    this.partitions = checkInteger("topics.partitions", props.partitions ?? 3, 1, 1000);
+    const retentionMs = String(
+      checkInteger("topics.retentionHours", props.retentionHours ?? 168, 1, 87_600) * 3_600_000,
+    );
+    const names = Object.values(props.names);
+    if (props.cluster.type === "provisioned") {
+      const brokers = props.cluster.brokerCount as number;
+      const replication = Math.min(3, brokers);
+      const minIsr = checkInteger(
+        "topics.minInSyncReplicas",
+        props.minInSyncReplicas ?? Math.min(2, replication),
+        1,
+        replication,
+      );
+      const configs = Fn.base64(JSON.stringify({ "retention.ms": retentionMs, "min.insync.replicas": String(minIsr) }));
+      names.forEach((name, i) => {
+        new msk.CfnTopic(this, `Topic${i}`, {
+          clusterArn: props.cluster.clusterArn,
+          topicName: name,
+          partitionCount: this.partitions,
+          replicationFactor: replication,
+          configs,
+        });
+      });
+      return;
+    }
+    if (props.minInSyncReplicas !== undefined) {
+      throw new PropsError(
+        "topics.minInSyncReplicas cannot be set on MSK Serverless (it is fixed at 2): remove it or use a provisioned cluster",
+      );
+    }
+    const fn = pipelineFunction(this, "SetupFunction", {
+      bundle: "topic-setup",
+      description: "Creates the user-login pipeline's Kafka topics on MSK Serverless",
+      vpc: props.vpc,
+      subnets: props.subnets,
+      securityGroup: props.securityGroup,
+      timeout: Duration.minutes(2),
+      memorySize: 256,
+      environment: { MSK_CLUSTER_ARN: props.cluster.clusterArn, KAFKA_AUTH: "iam" },
+    });
+    props.cluster.grantConnect(fn);
+    iam.Grant.addToPrincipal({
+      grantee: fn,
+      actions: ["kafka-cluster:CreateTopic", "kafka-cluster:DescribeTopic", "kafka-cluster:AlterTopic"],
+      resourceArns: names.map((name) => props.cluster.resourceArn("topic", name)),
+    });
+    const provider = new cr.Provider(this, "Provider", {
+      onEventHandler: fn,
+      logGroup: new logs.LogGroup(this, "ProviderLogs", {
+        retention: logs.RetentionDays.ONE_MONTH,
+        removalPolicy: RemovalPolicy.DESTROY,
+      }),
+    });
+    const fnLogicalId = Stack.of(this).getLogicalId(fn.node.defaultChild as CfnElement);
+    Validations.of(provider).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::<${fnLogicalId}.Arn>:*]`,
+      reason:
+        "The CDK Provider framework may invoke any version of its own onEvent function (<function arn>:*), nothing else.",
+    });
+    new CustomResource(this, "Topics", {
+      serviceToken: provider.serviceToken,
+      resourceType: "Custom::KafkaTopics",
+      properties: {
+        Topics: names.map((name) => ({
+          Name: name,
+          Partitions: this.partitions,
+          Configs: { "retention.ms": retentionMs },
+        })),
+      },
+    });
+  }
+}

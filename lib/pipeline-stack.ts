@@ -1,0 +1,265 @@
+/**
+ * The user-login pipeline on AWS: network, MSK (IAM auth), topics, the processor Lambda and its MSK event source
+ * mapping, the generator on ECS Fargate, alarms and a dashboard.
+ */
+import { Aws, CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from "aws-cdk-lib";
+import * as ec2 from "aws-cdk-lib/aws-ec2";
+import * as iam from "aws-cdk-lib/aws-iam";
+import * as lambda from "aws-cdk-lib/aws-lambda";
+import * as sources from "aws-cdk-lib/aws-lambda-event-sources";
+import * as logs from "aws-cdk-lib/aws-logs";
+import type { Construct } from "constructs";
+import { MAX_BATCH_SIZE } from "../functions/local/harness.ts";
+import { lambdaVpcRole, pipelineFunction } from "./functions.ts";
+import { type GeneratorProps, GeneratorService } from "./generator.ts";
+import { type AlarmProps, PipelineMonitoring } from "./monitoring.ts";
+import {
+  checkInteger,
+  MskCluster,
+  type MskClusterProps,
+  PipelineTopics,
+  PropsError,
+  resolveTopics,
+  type TopicProps,
+} from "./msk.ts";
+
+export interface ProcessorProps {
+  /** @default "TRIM_HORIZON" */
+  readonly startingPosition?: "TRIM_HORIZON" | "LATEST";
+  /** Records per invocation, 1..10000. @default 100 */
+  readonly batchSize?: number;
+  /** Longest wait to fill a batch, 0..300 s. @default 1 second */
+  readonly batchingWindow?: Duration;
+  /** @default "user-login-processor" */
+  readonly consumerGroupId?: string;
+  /** Provisioned pollers (provisioned mode: partial batch responses and Kafka failure destinations need it). @default 1 */
+  readonly minPollers?: number;
+  /** @default 3 */
+  readonly maxPollers?: number;
+  /** Retries of a failed batch before its records are parked in the failure topic, 0..10000. @default 10 */
+  readonly retryAttempts?: number;
+  /** Records older than this are parked unprocessed; 60 s .. 7 days. @default 1 day */
+  readonly maxRecordAge?: Duration;
+  /** @default true */
+  readonly bisectBatchOnError?: boolean;
+  /** Kafka partial batch responses (and PARTIAL_BATCH_RESPONSE=true in the function). @default true */
+  readonly reportBatchItemFailures?: boolean;
+  /** @default 1024 */
+  readonly memorySize?: number;
+  /** @default 2 minutes */
+  readonly timeout?: Duration;
+}
+
+export interface UserLoginPipelineStackProps extends StackProps {
+  /** Use this existing VPC (needs its private subnets in 2+ AZs; synth then needs AWS credentials once). @default a new VPC */
+  readonly vpcId?: string;
+  /** @default "user-login" */
+  readonly clusterName?: string;
+  readonly cluster?: MskClusterProps;
+  readonly topics?: TopicProps;
+  readonly processor?: ProcessorProps;
+  readonly generator?: GeneratorProps;
+  readonly alarms?: AlarmProps;
+}
+
+/** Interface endpoints the private subnets need, with no NAT and no internet route. */
+export const INTERFACE_ENDPOINTS = {
+  /** The Kafka event source mapping with IAM auth calls STS and Lambda from the cluster's subnets. */
+  Sts: ec2.InterfaceVpcEndpointAwsService.STS,
+  Lambda: ec2.InterfaceVpcEndpointAwsService.LAMBDA,
+  /** GetBootstrapBrokers for the generator and the topic setup. */
+  Kafka: ec2.InterfaceVpcEndpointAwsService.KAFKA,
+  /** The generator task: image pulls and logs. */
+  EcrApi: ec2.InterfaceVpcEndpointAwsService.ECR,
+  EcrDocker: ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
+  Logs: ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+} as const;
+
+export class UserLoginPipelineStack extends Stack {
+  readonly cluster: MskCluster;
+  readonly processor: lambda.Function;
+
+  constructor(scope: Construct, id: string, props: UserLoginPipelineStackProps = {}) {
+    super(scope, id, props);
+    const p = props.processor ?? {};
+    const batchSize = checkInteger("processor.batchSize", p.batchSize ?? 100, 1, MAX_BATCH_SIZE);
+    const windowSeconds = (p.batchingWindow ?? Duration.seconds(1)).toSeconds();
+    checkInteger("processor.batchingWindow (seconds)", windowSeconds, 0, 300);
+    const minPollers = checkInteger("processor.minPollers", p.minPollers ?? 1, 1, 200);
+    const maxPollers = checkInteger("processor.maxPollers", p.maxPollers ?? 3, 1, 2000);
+    if (maxPollers < minPollers)
+      throw new PropsError(
+        `processor.maxPollers (${maxPollers}) must be at least processor.minPollers (${minPollers})`,
+      );
+    const retryAttempts = checkInteger("processor.retryAttempts", p.retryAttempts ?? 10, 0, 10_000);
+    const maxRecordAge = checkInteger(
+      "processor.maxRecordAge (seconds)",
+      (p.maxRecordAge ?? Duration.days(1)).toSeconds(),
+      60,
+      604_800,
+    );
+    const groupId = p.consumerGroupId ?? "user-login-processor";
+    if (!/^[a-zA-Z0-9._-]{1,200}$/.test(groupId))
+      throw new PropsError(`processor.consumerGroupId "${groupId}" is not a valid group id`);
+    const timeout = p.timeout ?? Duration.minutes(2);
+    const topics = resolveTopics(props.topics);
+
+    // Network: private subnets in two AZs with interface endpoints (no NAT gateway, no route to the internet).
+    const vpc = props.vpcId
+      ? ec2.Vpc.fromLookup(this, "Vpc", { vpcId: props.vpcId })
+      : new ec2.Vpc(this, "Vpc", {
+          maxAzs: 2,
+          natGateways: 0,
+          subnetConfiguration: [{ name: "private", subnetType: ec2.SubnetType.PRIVATE_ISOLATED, cidrMask: 22 }],
+          flowLogs: {
+            rejected: {
+              destination: ec2.FlowLogDestination.toCloudWatchLogs(
+                new logs.LogGroup(this, "VpcFlowLogs", {
+                  retention: logs.RetentionDays.ONE_MONTH,
+                  removalPolicy: RemovalPolicy.DESTROY,
+                }),
+              ),
+              trafficType: ec2.FlowLogTrafficType.REJECT,
+            },
+          },
+        });
+    const subnets: ec2.SubnetSelection = props.vpcId
+      ? { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, onePerAz: true }
+      : { subnetType: ec2.SubnetType.PRIVATE_ISOLATED };
+    const clusterSg = new ec2.SecurityGroup(this, "ClusterSecurityGroup", {
+      vpc,
+      description: "MSK brokers",
+      allowAllOutbound: false,
+    });
+    const clientSg = new ec2.SecurityGroup(this, "ClientSecurityGroup", {
+      vpc,
+      description: "Kafka clients: processor, generator, topic setup",
+    });
+    const endpointSg = new ec2.SecurityGroup(this, "EndpointSecurityGroup", {
+      vpc,
+      description: "VPC interface endpoints",
+      allowAllOutbound: false,
+    });
+    for (const [peer, what] of [
+      [clientSg, "Kafka clients"],
+      [clusterSg, "the event source mapping's pollers (they use the cluster's security group)"],
+    ] as const) {
+      clusterSg.addIngressRule(peer, ec2.Port.tcp(9098), `IAM-authenticated Kafka from ${what}`);
+      endpointSg.addIngressRule(peer, ec2.Port.tcp(443), `AWS APIs from ${what}`);
+    }
+    clusterSg.addEgressRule(clusterSg, ec2.Port.tcp(9098), "pollers to brokers");
+    clusterSg.addEgressRule(endpointSg, ec2.Port.tcp(443), "pollers to STS and Lambda endpoints");
+    if (!props.vpcId) {
+      for (const [name, service] of Object.entries(INTERFACE_ENDPOINTS)) {
+        vpc.addInterfaceEndpoint(name, {
+          service,
+          subnets,
+          securityGroups: [endpointSg],
+          privateDnsEnabled: true,
+          open: false,
+        });
+      }
+      vpc.addGatewayEndpoint("S3", { service: ec2.GatewayVpcEndpointAwsService.S3, subnets: [subnets] });
+    }
+
+    this.cluster = new MskCluster(this, "Msk", {
+      ...props.cluster,
+      clusterName: props.clusterName ?? "user-login",
+      vpc,
+      subnets,
+      securityGroup: clusterSg,
+    });
+    const topicResources = new PipelineTopics(this, "Topics", {
+      ...props.topics,
+      cluster: this.cluster,
+      names: topics,
+      vpc,
+      subnets,
+      securityGroup: clientSg,
+    });
+
+    const reportBatchItemFailures = p.reportBatchItemFailures ?? true;
+    const role = lambdaVpcRole(this, "ProcessorRole");
+    const fn = pipelineFunction(this, "Processor", {
+      role: role.withoutPolicyUpdates(),
+      bundle: "processor",
+      description: "Validates and transforms user-login records; dead-letters the rest",
+      vpc,
+      subnets,
+      securityGroup: clientSg,
+      timeout,
+      memorySize: checkInteger("processor.memorySize", p.memorySize ?? 1024, 128, 10_240),
+      environment: {
+        KAFKA_AUTH: "iam",
+        SOURCE_TOPIC: topics.source,
+        PROCESSED_TOPIC: topics.processed,
+        DLQ_TOPIC: topics.deadLetter,
+        PARTIAL_BATCH_RESPONSE: String(reportBatchItemFailures),
+        LOG_LEVEL: "INFO",
+      },
+    });
+    this.processor = fn;
+    this.cluster.grantConnect(role);
+    this.cluster.grantRead(role, topics.source, groupId);
+    this.cluster.grantWrite(role, [topics.processed, topics.deadLetter, topics.esmFailures]);
+    // The event source mapping's pollers describe the VPC to place their network interfaces (no resource-level scoping).
+    role.addToPolicy(
+      new iam.PolicyStatement({
+        actions: ["ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"],
+        resources: ["*"],
+      }),
+    );
+    const source = new sources.ManagedKafkaEventSource({
+      clusterArn: this.cluster.clusterArn,
+      topic: topics.source,
+      consumerGroupId: groupId,
+      startingPosition:
+        p.startingPosition === "LATEST" ? lambda.StartingPosition.LATEST : lambda.StartingPosition.TRIM_HORIZON,
+      batchSize,
+      maxBatchingWindow: Duration.seconds(windowSeconds),
+      provisionedPollerConfig: { minimumPollers: minPollers, maximumPollers: maxPollers },
+      retryAttempts,
+      maxRecordAge: Duration.seconds(maxRecordAge),
+      bisectBatchOnError: p.bisectBatchOnError ?? true,
+      reportBatchItemFailures,
+      onFailure: new sources.KafkaDlq(topics.esmFailures),
+      metricsConfig: {
+        metrics: [lambda.MetricType.EVENT_COUNT, lambda.MetricType.ERROR_COUNT, lambda.MetricType.KAFKA_METRICS],
+      },
+    });
+    fn.addEventSource(source);
+    // Records must not flow before the topics exist.
+    fn.node.addDependency(topicResources);
+
+    const generator = new GeneratorService(this, "Generator", {
+      ...props.generator,
+      cluster: this.cluster,
+      topic: topics.source,
+      vpc,
+      subnets,
+      securityGroup: clientSg,
+    });
+    generator.node.addDependency(topicResources);
+
+    const monitoring = new PipelineMonitoring(this, "Monitoring", {
+      ...props.alarms,
+      fn,
+      timeout,
+      eventSourceMappingId: source.eventSourceMappingId,
+      cluster: this.cluster,
+      topics,
+      generator,
+    });
+
+    new CfnOutput(this, "ClusterArn", { value: this.cluster.clusterArn });
+    new CfnOutput(this, "BootstrapBrokersCommand", {
+      value: `aws kafka get-bootstrap-brokers --region ${Aws.REGION} --cluster-arn ${this.cluster.clusterArn}`,
+    });
+    new CfnOutput(this, "TopicNames", { value: Object.values(topics).join(",") });
+    new CfnOutput(this, "ProcessorFunction", { value: fn.functionName });
+    new CfnOutput(this, "AlarmTopicArn", { value: monitoring.alarmTopic.topicArn });
+    new CfnOutput(this, "DashboardUrl", {
+      value: `https://${Aws.REGION}.console.aws.amazon.com/cloudwatch/home?region=${Aws.REGION}#dashboards:name=${monitoring.dashboard.dashboardName}`,
+    });
+  }
+}

@@ -1,0 +1,337 @@
+import { spawnSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Duration } from "aws-cdk-lib";
+import { Match } from "aws-cdk-lib/assertions";
+import { Queue } from "aws-cdk-lib/aws-sqs";
+import { describe, expect, it } from "vitest";
+import { kafkaVersion } from "../../functions/local/embedded-kafka.ts";
+import { ACKNOWLEDGED_RULES } from "../../lib/nag.ts";
+import { pipelineStack, pipelineTemplate } from "../support/cdk.ts";
+
+type Statement = { Action: string | string[]; Resource: unknown; Effect: string };
+
+function statements(template: ReturnType<typeof pipelineTemplate>, roleLogicalIdPrefix?: string): Statement[] {
+  const policies = template.findResources("AWS::IAM::Policy");
+  return Object.values(policies)
+    .filter((policy) => {
+      if (!roleLogicalIdPrefix) return true;
+      const roles = (policy as { Properties: { Roles: { Ref: string }[] } }).Properties.Roles;
+      return roles.some((role) => role.Ref.startsWith(roleLogicalIdPrefix));
+    })
+    .flatMap(
+      (policy) =>
+        (policy as { Properties: { PolicyDocument: { Statement: Statement[] } } }).Properties.PolicyDocument.Statement,
+    );
+}
+
+const actionsOf = (statement: Statement) => (Array.isArray(statement.Action) ? statement.Action : [statement.Action]);
+const resourcesOf = (statement: Statement) =>
+  Array.isArray(statement.Resource) ? statement.Resource : [statement.Resource];
+
+/** The topic or group names a kafka-cluster statement's resources end with. */
+function resourceNames(statement: Statement, kind: "topic" | "group"): string[] {
+  return resourcesOf(statement).map((resource) => {
+    const text = JSON.stringify(resource);
+    expect(text, "an exact topic/group ARN").toContain(`:${kind}/`);
+    return /\/([^/"]+)"\]\]\}$/.exec(text)?.[1] ?? text;
+  });
+}
+
+function grantsOf(template: ReturnType<typeof pipelineTemplate>, rolePrefix: string, action: string): string[] {
+  return statements(template, rolePrefix)
+    .filter((s) => actionsOf(s).includes(action))
+    .flatMap((s) => resourceNames(s, action.endsWith("Group") ? "group" : "topic"));
+}
+
+describe("the pipeline stack (defaults)", () => {
+  const template = pipelineTemplate();
+
+  it("creates an MSK Serverless cluster with IAM client authentication in two private subnets", () => {
+    template.hasResourceProperties("AWS::MSK::ServerlessCluster", {
+      ClusterName: "user-login",
+      ClientAuthentication: { Sasl: { Iam: { Enabled: true } } },
+      VpcConfigs: [{ SubnetIds: Match.anyValue(), SecurityGroups: Match.anyValue() }],
+    });
+    const cluster = Object.values(template.findResources("AWS::MSK::ServerlessCluster"))[0] as {
+      Properties: { VpcConfigs: { SubnetIds: unknown[] }[] };
+    };
+    expect(cluster.Properties.VpcConfigs[0]?.SubnetIds).toHaveLength(2);
+    template.resourceCountIs("AWS::EC2::Subnet", 2);
+    template.resourceCountIs("AWS::EC2::NatGateway", 0);
+  });
+
+  it("gives the private subnets interface endpoints for STS, Lambda, Kafka, ECR and Logs, and an S3 gateway", () => {
+    const services = Object.values(template.findResources("AWS::EC2::VPCEndpoint")).map((e) =>
+      JSON.stringify((e as { Properties: { ServiceName: unknown } }).Properties.ServiceName),
+    );
+    for (const service of ["sts", "lambda", "kafka", "ecr.api", "ecr.dkr", "logs", "s3"]) {
+      expect(
+        services.some((name) => name.includes(`.${service}`)),
+        service,
+      ).toBe(true);
+    }
+  });
+
+  it("creates the four topics through the custom resource that reuses the Kafka connection module", () => {
+    template.hasResourceProperties("Custom::KafkaTopics", {
+      Topics: [
+        { Name: "user-login", Partitions: 3, Configs: { "retention.ms": "604800000" } },
+        { Name: "processed-user-login", Partitions: 3, Configs: { "retention.ms": "604800000" } },
+        { Name: "user-login-dlq", Partitions: 3, Configs: { "retention.ms": "604800000" } },
+        { Name: "user-login-esm-failures", Partitions: 3, Configs: { "retention.ms": "604800000" } },
+      ],
+    });
+  });
+
+  it("runs the processor on nodejs22.x arm64 in the VPC, with topics and PARTIAL_BATCH_RESPONSE as env", () => {
+    template.hasResourceProperties("AWS::Lambda::Function", {
+      Runtime: "nodejs22.x",
+      Architectures: ["arm64"],
+      Handler: "index.handler",
+      Timeout: 120,
+      VpcConfig: Match.objectLike({ SubnetIds: Match.anyValue() }),
+      Environment: {
+        Variables: Match.objectLike({
+          KAFKA_AUTH: "iam",
+          SOURCE_TOPIC: "user-login",
+          PROCESSED_TOPIC: "processed-user-login",
+          DLQ_TOPIC: "user-login-dlq",
+          PARTIAL_BATCH_RESPONSE: "true",
+        }),
+      },
+    });
+  });
+
+  it("wires the MSK event source mapping with batching, pollers, retries, bisect, partial responses and a Kafka failure topic", () => {
+    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+      Topics: ["user-login"],
+      StartingPosition: "TRIM_HORIZON",
+      BatchSize: 100,
+      MaximumBatchingWindowInSeconds: 1,
+      AmazonManagedKafkaEventSourceConfig: { ConsumerGroupId: "user-login-processor" },
+      ProvisionedPollerConfig: { MinimumPollers: 1, MaximumPollers: 3 },
+      MaximumRetryAttempts: 10,
+      MaximumRecordAgeInSeconds: 86400,
+      BisectBatchOnFunctionError: true,
+      FunctionResponseTypes: ["ReportBatchItemFailures"],
+      DestinationConfig: { OnFailure: { Destination: "kafka://user-login-esm-failures" } },
+      MetricsConfig: { Metrics: Match.arrayWith(["EventCount", "KafkaMetrics"]) },
+    });
+  });
+
+  it("runs the generator as a Fargate service in private subnets, with rate, invalid ratio and logs", () => {
+    template.hasResourceProperties("AWS::ECS::Service", {
+      DesiredCount: 1,
+      LaunchType: "FARGATE",
+      NetworkConfiguration: { AwsvpcConfiguration: Match.objectLike({ AssignPublicIp: "DISABLED" }) },
+    });
+    const [task] = Object.values(template.findResources("AWS::ECS::TaskDefinition")) as {
+      Properties: {
+        ContainerDefinitions: {
+          Environment: { Name: string; Value: unknown }[];
+          LogConfiguration: { LogDriver: string };
+        }[];
+      };
+    }[];
+    const container = task?.Properties.ContainerDefinitions[0];
+    const env = Object.fromEntries((container?.Environment ?? []).map((e) => [e.Name, e.Value]));
+    expect(env).toMatchObject({
+      GENERATOR_RATE: "2",
+      GENERATOR_INVALID_RATIO: "0",
+      SOURCE_TOPIC: "user-login",
+      KAFKA_AUTH: "iam",
+    });
+    expect(env.MSK_CLUSTER_ARN).toBeDefined();
+    expect(container?.LogConfiguration.LogDriver).toBe("awslogs");
+    const retentions = Object.values(template.findResources("AWS::Logs::LogGroup")).map(
+      (group) => (group as { Properties: { RetentionInDays?: number } }).Properties.RetentionInDays,
+    );
+    expect(retentions.every((days) => days === 30)).toBe(true);
+  });
+
+  it("has the seven alarms on an encrypted SNS topic, and a dashboard", () => {
+    const alarms = Object.values(template.findResources("AWS::CloudWatch::Alarm")).map(
+      (alarm) => (alarm as { Properties: { AlarmDescription: string } }).Properties.AlarmDescription,
+    );
+    expect(alarms).toHaveLength(7);
+    for (const what of [
+      /failed invocations/,
+      /throttled/,
+      /p99 duration above 80%/,
+      /Consumer lag/,
+      /records went to user-login-dlq/,
+      /parked/,
+      /generator tasks/,
+    ]) {
+      expect(
+        alarms.some((description) => what.test(description)),
+        String(what),
+      ).toBe(true);
+    }
+    template.hasResourceProperties("AWS::SNS::Topic", { KmsMasterKeyId: Match.anyValue() });
+    template.resourceCountIs("AWS::CloudWatch::Dashboard", 1);
+    template.hasResourceProperties("AWS::CloudWatch::Alarm", {
+      MetricName: "OffsetLag",
+      Threshold: 10000,
+      EvaluationPeriods: 5,
+    });
+  });
+
+  it("outputs the cluster ARN, the bootstrap-broker command, the topic names and the dashboard URL", () => {
+    for (const output of ["ClusterArn", "BootstrapBrokersCommand", "TopicNames", "DashboardUrl"])
+      template.hasOutput(output, {});
+  });
+});
+
+describe("least-privilege IAM", () => {
+  const template = pipelineTemplate();
+
+  it("never uses a wildcard action or resource on kafka-cluster actions", () => {
+    const kafkaStatements = statements(template).filter((s) =>
+      actionsOf(s).some((a) => a.startsWith("kafka-cluster:")),
+    );
+    expect(kafkaStatements.length).toBeGreaterThan(0);
+    for (const statement of kafkaStatements) {
+      for (const action of actionsOf(statement)) expect(action).not.toContain("*");
+      for (const resource of resourcesOf(statement)) {
+        expect(resource).not.toBe("*");
+        expect(JSON.stringify(resource)).not.toMatch(/\/\*"|:\*"/);
+      }
+    }
+  });
+
+  it("lets the processor read only the source topic and its group, and write only the processed, DLQ and failure topics", () => {
+    expect(grantsOf(template, "ProcessorRole", "kafka-cluster:ReadData")).toEqual(["user-login"]);
+    expect(grantsOf(template, "ProcessorRole", "kafka-cluster:AlterGroup")).toEqual(["user-login-processor"]);
+    expect(grantsOf(template, "ProcessorRole", "kafka-cluster:WriteData").sort()).toEqual(
+      ["processed-user-login", "user-login-dlq", "user-login-esm-failures"].sort(),
+    );
+    const processorActions = statements(template, "ProcessorRole").flatMap(actionsOf);
+    expect(processorActions).toEqual(expect.arrayContaining(["kafka-cluster:Connect", "kafka:DescribeClusterV2"]));
+    expect(processorActions).not.toContain("kafka-cluster:CreateTopic");
+  });
+
+  it("lets the generator write only the source topic", () => {
+    expect(grantsOf(template, "GeneratorTaskTaskRole", "kafka-cluster:WriteData")).toEqual(["user-login"]);
+    expect(statements(template, "GeneratorTaskTaskRole").flatMap(actionsOf)).not.toContain("kafka-cluster:ReadData");
+  });
+
+  it("attaches no AWS managed MSK policy with describes on every cluster", () => {
+    expect(JSON.stringify(template.toJSON())).not.toContain("AWSLambdaMSKExecutionRole");
+  });
+});
+
+describe("a provisioned cluster", () => {
+  const template = pipelineTemplate({ cluster: { type: "provisioned", brokerCount: 2 } });
+
+  it("uses the embedded broker's Kafka major, TLS in transit, enhanced monitoring and broker logs", () => {
+    template.hasResourceProperties("AWS::MSK::Cluster", {
+      KafkaVersion: Match.stringLikeRegexp(`^${kafkaVersion().split(".")[0]}\\.`),
+      NumberOfBrokerNodes: 2,
+      ClientAuthentication: { Sasl: { Iam: { Enabled: true } }, Unauthenticated: { Enabled: false } },
+      EncryptionInfo: { EncryptionInTransit: { ClientBroker: "TLS", InCluster: true } },
+      EnhancedMonitoring: "PER_TOPIC_PER_BROKER",
+      BrokerNodeGroupInfo: Match.objectLike({ InstanceType: "kafka.m7g.large" }),
+    });
+  });
+
+  it("creates topics with AWS::MSK::Topic, with retention and min.insync.replicas", () => {
+    template.resourceCountIs("AWS::MSK::Topic", 4);
+    template.resourceCountIs("Custom::KafkaTopics", 0);
+    template.hasResourceProperties("AWS::MSK::Topic", {
+      TopicName: "user-login",
+      PartitionCount: 3,
+      ReplicationFactor: 2,
+    });
+  });
+});
+
+describe("invalid props fail in the constructor with a clear message", () => {
+  it.each([
+    [{ processor: { batchSize: 0 } }, /processor.batchSize must be a whole number from 1 to 10000, got 0/],
+    [{ processor: { batchSize: 20_000 } }, /processor.batchSize must be a whole number from 1 to 10000, got 20000/],
+    [
+      { processor: { batchingWindow: Duration.minutes(6) } },
+      /processor.batchingWindow \(seconds\) must be .* 0 to 300/,
+    ],
+    [
+      { processor: { minPollers: 4, maxPollers: 2 } },
+      /processor.maxPollers \(2\) must be at least processor.minPollers \(4\)/,
+    ],
+    [
+      { processor: { maxRecordAge: Duration.seconds(10) } },
+      /processor.maxRecordAge \(seconds\) must be a whole number from 60 to 604800/,
+    ],
+    [{ cluster: { type: "provisioned" } }, /cluster.brokerCount is required for a provisioned cluster/],
+    [{ cluster: { type: "provisioned", brokerCount: 3 } }, /cluster.brokerCount must be a multiple of the 2 subnets/],
+    [
+      { cluster: { type: "provisioned", brokerCount: 2, kafkaVersion: "3.9.x" } },
+      /cluster.kafkaVersion must be a Kafka 4.x version/,
+    ],
+    [{ cluster: { brokerType: "kafka.m7g.large" } }, /cluster.brokerType applies to provisioned clusters only/],
+    [{ topics: { minInSyncReplicas: 2 } }, /topics.minInSyncReplicas cannot be set on MSK Serverless/],
+    [{ topics: { source: "bad topic" } }, /topics.source "bad topic" is not a valid Kafka topic name/],
+    [{ generator: { desiredCount: -1 } }, /generator.desiredCount must be a whole number from 0 to 10/],
+    [{ generator: { invalidRatio: 2 } }, /generator.invalidRatio must be from 0 to 1, got 2/],
+    [{ alarms: { dlqShareThreshold: 0 } }, /alarms.dlqShareThreshold must be in \(0, 1\]/],
+  ] as const)("%j", (props, message) => {
+    expect(() => pipelineTemplate(props as never)).toThrow(message);
+  });
+
+  it("accepts a generator with desiredCount 0 (and then needs no running-task alarm)", () => {
+    const template = pipelineTemplate({ generator: { desiredCount: 0 } });
+    template.hasResourceProperties("AWS::ECS::Service", { DesiredCount: 0 });
+    template.resourceCountIs("AWS::CloudWatch::Alarm", 6);
+  });
+});
+
+/** What the cdk-nag policy-validation plugin reported in the cloud assembly. */
+function nagReport(outdir: string): { conclusions: string[]; violations: { ruleName: string }[] } {
+  const report = JSON.parse(readFileSync(join(outdir, "validation-report.json"), "utf8")) as {
+    pluginReports: { conclusion: string; violations: { ruleName: string }[] }[];
+  };
+  return {
+    conclusions: report.pluginReports.map((r) => r.conclusion),
+    violations: report.pluginReports.flatMap((r) => r.violations),
+  };
+}
+
+describe("cdk-nag (AwsSolutions)", () => {
+  it("reports no violations, and every acknowledgement gives a specific reason", () => {
+    const { app, outdir } = pipelineStack({}, { nag: true });
+    expect(() => app.synth()).not.toThrow();
+    const report = nagReport(outdir);
+    expect(report.violations).toEqual([]);
+    expect(report.conclusions).not.toContain("failure");
+    for (const rule of ACKNOWLEDGED_RULES) expect(rule.reason.length).toBeGreaterThan(40);
+  });
+
+  it("fails synthesis when a resource breaks a rule (the check can fail)", () => {
+    const { app, stack, outdir } = pipelineStack({}, { nag: true });
+    new Queue(stack, "QueueWithoutDlqOrTls");
+    expect(() => app.synth()).toThrow(/AwsSolutions-SQS3/);
+    expect(nagReport(outdir).violations.map((v) => v.ruleName)).toEqual(
+      expect.arrayContaining(["AwsSolutions-SQS3", "AwsSolutions-SQS4"]),
+    );
+  });
+});
+
+describe("cfn-lint", () => {
+  it.each([
+    ["serverless", {}],
+    ["provisioned", { cluster: { type: "provisioned" as const, brokerCount: 2 } }],
+  ])("finds no errors in the synthesized %s template", (_name, props) => {
+    const version = spawnSync("cfn-lint", ["--version"], { encoding: "utf8" });
+    expect(version.error, "cfn-lint is not installed: pip install cfn-lint (.ci/run does)").toBeUndefined();
+    const { outdir, template } = pipelineStack(props);
+    const file = join(outdir, "template.json");
+    writeFileSync(file, JSON.stringify(template().toJSON()));
+    const result = spawnSync("cfn-lint", ["--format", "parseable", "--non-zero-exit-code", "error", "--", file], {
+      encoding: "utf8",
+    });
+    const errors = result.stdout.split("\n").filter((line) => /:E\d{4}:/.test(line));
+    expect(errors).toEqual([]);
+    expect(result.status, result.stdout + result.stderr).toBe(0);
+  });
+});

@@ -1,27 +1,33 @@
 /**
- * The bundled handler, built with the options CDK deploys (lib/bundling.ts), run by the harness on a real broker.
+ * The Lambda asset the CDK stack deploys (NodejsFunction, bundled with lib/bundling.ts's options), loaded from the
+ * synthesized cloud assembly and run by the harness on a real broker: one build path from laptop to AWS.
  */
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { statSync } from "node:fs";
 import { join } from "node:path";
-import { build } from "esbuild";
-import { afterAll, describe, expect, it } from "vitest";
+import { Match, Template } from "aws-cdk-lib/assertions";
+import { describe, expect, it } from "vitest";
 import { GeneratorModel } from "../../functions/generator/model.ts";
 import { MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { loadHandler } from "../../functions/local/lambda-runtime.ts";
 import { createProducer } from "../../functions/shared/kafka.ts";
-import { bundleOptions } from "../../lib/bundling.ts";
+import { pipelineStack } from "../support/cdk.ts";
 import { createTopicTrio, groupLag, readTopic, testKafka, waitFor } from "../support/kafka.ts";
 
-const outdir = mkdtempSync(join(tmpdir(), "bundle-test-"));
-afterAll(() => rmSync(outdir, { recursive: true, force: true }));
 
-describe("the bundled processor handler", () => {
+function processorAsset(): string {
+  const { app, stack, outdir: assembly } = pipelineStack({}, { bundle: true });
+  app.synth();
+  const functions = Template.fromStack(stack).findResources("AWS::Lambda::Function", {
+    Properties: { Description: Match.stringLikeRegexp("Validates and transforms") },
+  });
+  const code = (Object.values(functions)[0] as { Properties: { Code: { S3Key: string } } }).Properties.Code;
+  return join(assembly, `asset.${code.S3Key.replace(/\.zip$/, "")}`, "index.mjs");
+}
+
+describe("the processor asset that CDK deploys", () => {
   it("is one minified file under 1 MB that processes a generated mix on the real broker", async () => {
-    const options = bundleOptions("processor", outdir);
-    await build(options);
-    const bundle = options.outfile as string;
+    const bundle = processorAsset();
     expect(statSync(bundle).size).toBeLessThan(1024 * 1024);
 
     const { kafka, brokers } = testKafka("bundle-test");

@@ -298,8 +298,11 @@ function nagReport(outdir: string): { conclusions: string[]; violations: { ruleN
 }
 
 describe("cdk-nag (AwsSolutions)", () => {
-  it("reports no violations, and every acknowledgement gives a specific reason", () => {
-    const { app, outdir } = pipelineStack({}, { nag: true });
+  it.each([
+    ["serverless", {}],
+    ["provisioned", { cluster: { type: "provisioned" as const, brokerCount: 2 } }],
+  ])("reports no violations on the %s stack, and every acknowledgement gives a specific reason", (_name, props) => {
+    const { app, outdir } = pipelineStack(props, { nag: true });
     expect(() => app.synth()).not.toThrow();
     const report = nagReport(outdir);
     expect(report.violations).toEqual([]);

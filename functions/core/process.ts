@@ -3,6 +3,8 @@
  * no clock (the caller passes processedAt), no I/O. The Lambda adapter, the local harness, the invoke CLI and the
  * benchmark all call this module.
  */
+
+import type { ErrorObject } from "ajv";
 import { type MskEvent, type MskRecord, partitionId } from "./msk.ts";
 import { describeSchemaErrors, type UserLogin, validateUserLogin } from "./schema.ts";
 
@@ -58,10 +60,18 @@ export interface Topics {
   readonly deadLetter: string;
 }
 
+/** A compiled validator of the input contract (ajv's ValidateFunction shape). */
+export interface InputValidator {
+  (data: unknown): boolean;
+  errors?: ErrorObject[] | null;
+}
+
 export interface ProcessOptions {
   readonly topics: Topics;
   /** ISO-8601 UTC time written to processed_at; one value per batch. */
   readonly processedAt: string;
+  /** @default the compiled schemas/user-login.schema.json */
+  readonly validate?: InputValidator;
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -180,17 +190,18 @@ export function processRecord(record: MskRecord, options: ProcessOptions): Outpu
         `value is not valid JSON: ${reason(error)}`,
       );
     }
-    if (!validateUserLogin(parsed)) {
+    const validate = options.validate ?? validateUserLogin;
+    if (!validate(parsed)) {
       return deadLetter(
         record,
         value,
         headers,
         options.topics,
         "SCHEMA_VIOLATION",
-        describeSchemaErrors(validateUserLogin.errors),
+        describeSchemaErrors(validate.errors),
       );
     }
-    return transform(record, parsed, headers, options);
+    return transform(record, parsed as UserLogin, headers, options);
   } catch (error) {
     let headers: OutputHeaders;
     try {

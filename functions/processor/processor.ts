@@ -6,6 +6,9 @@
  * either names, per partition, the first record that was not written (PARTIAL_BATCH_RESPONSE=true: Lambda retries
  * from there) or throws (Lambda retries the whole batch). Either way a record is never reported done unwritten.
  */
+import { injectLambdaContext } from "@aws-lambda-powertools/logger/middleware";
+import type { Metrics } from "@aws-lambda-powertools/metrics";
+import { logMetrics } from "@aws-lambda-powertools/metrics/middleware";
 import middy from "@middy/core";
 import type { Producer } from "kafkajs";
 import { type MskEvent, parseMskEvent } from "../core/msk.ts";
@@ -13,13 +16,15 @@ import {
   type BatchItemFailure,
   type BatchSummary,
   firstUnwrittenPerPartition,
+  type ProcessOptions,
   processEvent,
   summarize,
 } from "../core/process.ts";
 import { type ProcessorConfig, parseBrokers } from "../shared/config.ts";
 import { type AwsClients, connectKafka, createProducer } from "../shared/kafka.ts";
-import { log } from "../shared/log.ts";
+import { log, logger } from "../shared/log.ts";
 import { kafkaSender, type OutputSender } from "./sender.ts";
+import { addBatchMetrics, offsetRanges, recordAges } from "./telemetry.ts";
 
 export interface HandlerSummary extends BatchSummary {
   /** Records durably written to Kafka (all of them when the batch succeeds). */
@@ -52,15 +57,21 @@ export interface ProcessorDependencies {
   readonly getSender: (event: MskEvent) => Promise<OutputSender>;
   /** @default () => new Date() */
   readonly now?: () => Date;
+  /** CloudWatch metrics (EMF); flushed by the handler's middleware. @default none */
+  readonly metrics?: Metrics;
+  /** The input contract. @default the compiled schemas/user-login.schema.json */
+  readonly validate?: ProcessOptions["validate"];
 }
 
 /** The handler's logic, with its collaborators passed in. */
 export async function processMskEvent(event: MskEvent, deps: ProcessorDependencies): Promise<HandlerResponse> {
   const started = performance.now();
   const { topics, partialBatchResponse } = deps.config;
+  const now = deps.now?.() ?? new Date();
   const outputs = processEvent(event, {
     topics: { processed: topics.processed, deadLetter: topics.deadLetter },
-    processedAt: (deps.now?.() ?? new Date()).toISOString(),
+    processedAt: now.toISOString(),
+    validate: deps.validate,
   });
   const counts = summarize(outputs);
   let written = 0;
@@ -88,8 +99,17 @@ export async function processMskEvent(event: MskEvent, deps: ProcessorDependenci
     }
   }
   const summary: HandlerSummary = { ...counts, written, ms: Math.round(performance.now() - started) };
+  if (deps.metrics) {
+    addBatchMetrics(deps.metrics, {
+      summary: counts,
+      durationMs: summary.ms,
+      produceFailures: outputs.length - written,
+      agesMs: recordAges(event, now.getTime()),
+    });
+  }
   log("INFO", "batch done", {
     eventSourceArn: event.eventSourceArn,
+    offsets: offsetRanges(event),
     ...summary,
     failedPartitions: batchItemFailures.length,
   });
@@ -103,10 +123,11 @@ const mskEventValidator = (): middy.MiddlewareObj<unknown, HandlerResponse> => (
   },
 });
 
+/** The middy handler: Lambda context in every log line, the MSK event checked, metrics flushed once per invocation. */
 export function createHandler(deps: ProcessorDependencies) {
-  return middy<unknown, HandlerResponse>()
-    .use(mskEventValidator())
-    .handler((event) => processMskEvent(event as MskEvent, deps));
+  const handler = middy<unknown, HandlerResponse>().use(injectLambdaContext(logger, { resetKeys: true }));
+  if (deps.metrics) handler.use(logMetrics(deps.metrics));
+  return handler.use(mskEventValidator()).handler((event) => processMskEvent(event as MskEvent, deps));
 }
 
 /**

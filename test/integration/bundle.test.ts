@@ -14,7 +14,6 @@ import { createProducer } from "../../functions/shared/kafka.ts";
 import { pipelineStack } from "../support/cdk.ts";
 import { createTopicTrio, groupLag, readTopic, testKafka, waitFor } from "../support/kafka.ts";
 
-
 function processorAsset(): string {
   const { app, stack, outdir: assembly } = pipelineStack({}, { bundle: true });
   app.synth();

@@ -57,6 +57,15 @@ export function choiceFlag<C extends string>(
   return value as C;
 }
 
+/** An ISO-8601 time or epoch milliseconds, as epoch milliseconds. */
+export function timestampFlag(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
+  if (!Number.isFinite(ms))
+    throw new UsageError(`--${name} must be an ISO-8601 time or epoch milliseconds, got "${value}"`);
+  return ms;
+}
+
 /** Runs a CLI's main function: usage errors exit 2, other errors exit 1, each with one clear message on stderr. */
 export function runMain(main: () => Promise<void>): void {
   main().catch((error: unknown) => {

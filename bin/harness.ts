@@ -14,7 +14,7 @@ import { startProgress, summaryText } from "../functions/local/progress.ts";
 import { loadConnectionConfig, loadTopics } from "../functions/shared/config.ts";
 import { connectKafka } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
-import { choiceFlag, intFlag, parseFlags, runMain, UsageError, untilSignal } from "./cli.ts";
+import { choiceFlag, intFlag, parseFlags, runMain, timestampFlag, UsageError, untilSignal } from "./cli.ts";
 
 const USAGE = `usage: npm run harness -- --brokers HOST:PORT [flags]
   --brokers B              bootstrap servers (default: KAFKA_BROKERS; KAFKA_AUTH etc. as for the processor)
@@ -25,15 +25,6 @@ const USAGE = `usage: npm run harness -- --brokers HOST:PORT [flags]
   --starting-position P    TRIM_HORIZON (default) | LATEST | AT_TIMESTAMP, for a group without committed offsets
   --starting-timestamp T   with AT_TIMESTAMP: ISO-8601 time or epoch milliseconds
   --handler PATH           module exporting handler (default: the processor, ${DEFAULT_HANDLER})`;
-
-export function parseTimestamp(value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
-  if (!Number.isFinite(ms)) {
-    throw new UsageError(`--starting-timestamp must be an ISO-8601 time or epoch milliseconds, got "${value}"`);
-  }
-  return ms;
-}
 
 runMain(async () => {
   const flags = parseFlags(
@@ -67,7 +58,7 @@ runMain(async () => {
     ["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"],
     "TRIM_HORIZON",
   );
-  const startingTimestamp = parseTimestamp(flags["starting-timestamp"]);
+  const startingTimestamp = timestampFlag(flags["starting-timestamp"], "starting-timestamp");
   if (startingPosition === "AT_TIMESTAMP" && startingTimestamp === undefined) {
     throw new UsageError("--starting-position AT_TIMESTAMP needs --starting-timestamp");
   }

@@ -29,6 +29,16 @@ function newAjv(): Ajv {
 
 const ajv = newAjv();
 export const validateUserLogin = ajv.compile<UserLogin>(inputSchema);
+
+/** The input schema as a JSON object (a copy), e.g. to derive a changed contract from it. */
+export function userLoginSchema(): Record<string, unknown> {
+  return structuredClone(inputSchema) as Record<string, unknown>;
+}
+
+/** Compiles another input contract with the same ajv setup (formats, error messages). */
+export function compileInputSchema(schema: Record<string, unknown>) {
+  return newAjv().compile(schema);
+}
 /** The output contract, for tests and consumers; the processor itself does not re-validate its output. */
 export const validateProcessedUserLogin = ajv.compile(processedSchema);
 

@@ -57,7 +57,12 @@ export interface HarnessStats {
   /** Sum over partitions of (high watermark - committed offset), as last seen. */
   lag: number;
   lagByPartition: Record<string, number>;
+  /** End-to-end ages (invocation time minus Kafka timestamp) of recently delivered records, newest last. */
+  recentAgesMs: number[];
 }
+
+/** How many recent ages the stats keep for percentiles. */
+const AGE_WINDOW = 2000;
 
 export class HarnessOptionError extends Error {
   constructor(message: string) {
@@ -112,6 +117,7 @@ export class MskEventSourceHarness {
     deadLetteredByCode: {},
     lag: 0,
     lagByPartition: {},
+    recentAgesMs: [],
   };
   private readonly groupId: string;
   private readonly batchSize: number;
@@ -307,6 +313,15 @@ export class MskEventSourceHarness {
       bootstrapServers: this.options.bootstrapServers,
     });
     const size = shares.reduce((n, share) => n + share.records.length, 0);
+    const now = Date.now();
+    const step = Math.max(1, Math.floor(size / 200));
+    let i = 0;
+    for (const share of shares) {
+      for (const record of share.records)
+        if (i++ % step === 0) this.stats.recentAgesMs.push(Math.max(0, now - record.timestamp));
+    }
+    if (this.stats.recentAgesMs.length > AGE_WINDOW)
+      this.stats.recentAgesMs.splice(0, this.stats.recentAgesMs.length - AGE_WINDOW);
     this.stats.invocations++;
     this.stats.recordsDelivered += size;
     let failures: Map<string, number> | "invalid";

@@ -1,16 +1,32 @@
 import type { HarnessStats } from "./harness.ts";
 
-/** One status line: records in, processed, dead-lettered (by code), lag and throughput. */
+export function percentile(values: readonly number[], p: number): number | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/** One status line: records in, processed, dead-lettered (share, by code), lag (per partition), age, throughput. */
 export function progressLine(stats: HarnessStats, recordsPerSecond: number, generated?: number): string {
   const codes = Object.entries(stats.deadLetteredByCode)
     .map(([code, n]) => `${code}=${n}`)
     .join(" ");
+  const handled = stats.processed + stats.deadLettered;
+  const share = handled > 0 ? `${((stats.deadLettered * 100) / handled).toFixed(1)}%` : "0%";
+  const partitions = Object.entries(stats.lagByPartition);
+  const perPartition =
+    partitions.length > 1 && partitions.length <= 8
+      ? ` [${partitions.map(([id, lag]) => `${id.slice(id.lastIndexOf("-") + 1)}:${lag}`).join(" ")}]`
+      : "";
+  const p50 = percentile(stats.recentAgesMs, 50);
+  const p99 = percentile(stats.recentAgesMs, 99);
   return [
     generated === undefined ? undefined : `generated ${generated}`,
     `in ${stats.recordsCommitted}`,
     `processed ${stats.processed}`,
-    `dead-lettered ${stats.deadLettered}${codes ? ` (${codes})` : ""}`,
-    `lag ${stats.lag}`,
+    `dead-lettered ${stats.deadLettered} (${share}${codes ? ` ${codes}` : ""})`,
+    `lag ${stats.lag}${perPartition}`,
+    p50 === undefined ? undefined : `age p50 ${p50} ms p99 ${p99} ms`,
     `${recordsPerSecond.toFixed(0)} rec/s`,
     stats.failedInvocations > 0 ? `failed invocations ${stats.failedInvocations}` : undefined,
   ]

@@ -2,8 +2,9 @@
  * Test helpers on a real broker: unique topics, producing, reading a topic to its end, group lag, polling waits.
  */
 import { randomUUID } from "node:crypto";
-import type { IHeaders, Kafka } from "kafkajs";
+import type { Kafka } from "kafkajs";
 import { inject } from "vitest";
+import { headerText, readTopic as readTopicRecords } from "../../functions/local/read-topic.ts";
 import { createKafka } from "../../functions/shared/kafka.ts";
 import { ensureTopics } from "../../functions/shared/topics.ts";
 
@@ -42,54 +43,17 @@ export interface ReadRecord {
   headers: Record<string, string>;
 }
 
-function headerStrings(headers: IHeaders | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [name, value] of Object.entries(headers ?? {})) {
-    if (value !== undefined) out[name] = (Array.isArray(value) ? value[value.length - 1] : value)?.toString() ?? "";
-  }
-  return out;
-}
-
-/** Every record of a topic, from the beginning to the end offsets as they are now. */
+/** Every record of a topic, from the beginning to the end offsets as they are now; headers as text. */
 export async function readTopic(kafka: Kafka, topic: string, timeoutMs = 30_000): Promise<ReadRecord[]> {
-  const admin = kafka.admin();
-  await admin.connect();
-  const ends = await admin.fetchTopicOffsets(topic);
-  await admin.disconnect();
-  const remaining = new Map(ends.filter((p) => Number(p.high) > 0).map((p) => [p.partition, Number(p.high)]));
-  const records: ReadRecord[] = [];
-  if (remaining.size === 0) return records;
-  const consumer = kafka.consumer({ groupId: `reader-${randomUUID()}`, maxWaitTimeInMs: 100 });
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`reading ${topic} timed out with ${records.length} records`)),
-        timeoutMs,
-      );
-      void consumer.run({
-        eachMessage: async ({ partition, message }) => {
-          records.push({
-            partition,
-            offset: Number(message.offset),
-            key: message.key,
-            value: message.value,
-            headers: headerStrings(message.headers),
-          });
-          const end = remaining.get(partition);
-          if (end !== undefined && Number(message.offset) + 1 >= end) remaining.delete(partition);
-          if (remaining.size === 0) {
-            clearTimeout(timer);
-            resolve();
-          }
-        },
-      });
-    });
-  } finally {
-    await consumer.disconnect();
-  }
-  return records;
+  return (await readTopicRecords(kafka, topic, timeoutMs)).map((record) => ({
+    partition: record.partition,
+    offset: record.offset,
+    key: record.key,
+    value: record.value,
+    headers: Object.fromEntries(
+      Object.keys(record.headers).map((name) => [name, headerText(record.headers, name) ?? ""]),
+    ),
+  }));
 }
 
 /** Sum over partitions of (end offset - committed offset) for a group. */

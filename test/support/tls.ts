@@ -20,8 +20,24 @@ export function makeTestPki(): TestPki {
   const password = "test-store-pass";
   const keytool = (...args: string[]) => execFileSync("keytool", args, { cwd: dir, stdio: "pipe" });
   const store = (file: string) => ["-keystore", file, "-storetype", "PKCS12", "-storepass", password];
-  keytool("-genkeypair", "-alias", "ca", "-keyalg", "RSA", "-keysize", "2048", "-dname", "CN=user-login-test-ca",
-    "-ext", "bc:c", "-validity", "2", ...store("ca.p12"), "-keypass", password); // biome-ignore format: keytool argument pairs
+  keytool(
+    "-genkeypair",
+    "-alias",
+    "ca",
+    "-keyalg",
+    "RSA",
+    "-keysize",
+    "2048",
+    "-dname",
+    "CN=user-login-test-ca",
+    "-ext",
+    "bc:c",
+    "-validity",
+    "2",
+    ...store("ca.p12"),
+    "-keypass",
+    password,
+  );
   keytool("-exportcert", "-rfc", "-alias", "ca", ...store("ca.p12"), "-file", "ca.pem");
   keytool(
     "-genkeypair",

@@ -1,0 +1,215 @@
+/**
+ * The dead-letter workflow: what is in the DLQ (stats), what a dead letter looks like (peek, personal data masked),
+ * and putting dead letters back (redrive) once the cause is fixed, remembering what was redriven in a consumer group
+ * of its own so that a second run does not duplicate.
+ */
+import type { IHeaders, Kafka, Message } from "kafkajs";
+import { HEADER } from "../core/process.ts";
+import { createProducer } from "../shared/kafka.ts";
+import { headerText, readTopic, type TopicRecord } from "./read-topic.ts";
+
+export interface DeadLetter extends TopicRecord {
+  readonly code: string;
+  readonly message: string;
+}
+
+export interface Selection {
+  /** Only this error.code. */
+  readonly code?: string;
+  /** Only dead letters written at or after this time (epoch ms). */
+  readonly since?: number;
+  /** Only dead letters written before this time (epoch ms). */
+  readonly until?: number;
+}
+
+const selected = (letter: DeadLetter, selection: Selection) =>
+  (selection.code === undefined || letter.code === selection.code) &&
+  (selection.since === undefined || letter.timestamp >= selection.since) &&
+  (selection.until === undefined || letter.timestamp < selection.until);
+
+export async function readDeadLetters(kafka: Kafka, topic: string, selection: Selection = {}): Promise<DeadLetter[]> {
+  return (await readTopic(kafka, topic))
+    .map((record) => ({
+      ...record,
+      code: headerText(record.headers, HEADER.errorCode) ?? "(none)",
+      message: headerText(record.headers, HEADER.errorMessage) ?? "",
+    }))
+    .filter((letter) => selected(letter, selection));
+}
+
+export interface DlqStats {
+  total: number;
+  byCode: Record<string, number>;
+  topMessages: { code: string; message: string; count: number }[];
+  oldest: string | undefined;
+  newest: string | undefined;
+}
+
+export function dlqStats(letters: readonly DeadLetter[], top = 10): DlqStats {
+  const byCode: Record<string, number> = {};
+  const messages = new Map<string, { code: string; message: string; count: number }>();
+  let oldest = Number.POSITIVE_INFINITY;
+  let newest = Number.NEGATIVE_INFINITY;
+  for (const letter of letters) {
+    byCode[letter.code] = (byCode[letter.code] ?? 0) + 1;
+    const key = `${letter.code}\u0000${letter.message}`;
+    const entry = messages.get(key) ?? { code: letter.code, message: letter.message, count: 0 };
+    entry.count++;
+    messages.set(key, entry);
+    oldest = Math.min(oldest, letter.timestamp);
+    newest = Math.max(newest, letter.timestamp);
+  }
+  return {
+    total: letters.length,
+    byCode,
+    topMessages: [...messages.values()].sort((a, b) => b.count - a.count).slice(0, top),
+    oldest: letters.length ? new Date(oldest).toISOString() : undefined,
+    newest: letters.length ? new Date(newest).toISOString() : undefined,
+  };
+}
+
+const PERSONAL_KEYS = new Set(["ip", "device_id", "user_id"]);
+const IPV4 = /\b(?:\d{1,3}\.){3}\d{1,3}\b/g;
+const UUID = /\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi;
+
+function maskString(value: string): string {
+  return value.length <= 4 ? "****" : `${"*".repeat(Math.min(8, value.length - 4))}${value.slice(-4)}`;
+}
+
+/** A value for display: personal fields (ip, device_id, user_id) and IP- or UUID-looking text masked. */
+export function maskPersonalData(text: string): string {
+  try {
+    const parsed = JSON.parse(text) as unknown;
+    if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
+      const masked = Object.fromEntries(
+        Object.entries(parsed).map(([k, v]) => [k, PERSONAL_KEYS.has(k) && typeof v === "string" ? maskString(v) : v]),
+      );
+      return JSON.stringify(masked)
+        .replace(IPV4, (ip) => maskString(ip))
+        .replace(UUID, (id) => maskString(id));
+    }
+  } catch {
+    // not JSON: mask by pattern below
+  }
+  return text.replace(IPV4, (ip) => maskString(ip)).replace(UUID, (id) => maskString(id));
+}
+
+export interface PeekLine {
+  partition: number;
+  offset: number;
+  timestamp: string;
+  key: string | null;
+  headers: Record<string, string>;
+  value: string | null;
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** A dead letter for display: headers and the decoded value (masked unless `unmask`). */
+export function peekLine(letter: DeadLetter, unmask: boolean): PeekLine {
+  let value: string | null = null;
+  if (letter.value !== null) {
+    try {
+      const text = utf8.decode(letter.value);
+      value = unmask ? text : maskPersonalData(text);
+    } catch {
+      value = unmask ? `base64:${letter.value.toString("base64")}` : `<${letter.value.length} bytes, not UTF-8>`;
+    }
+  }
+  const headers = Object.fromEntries(
+    Object.keys(letter.headers).map((name) => [name, headerText(letter.headers, name) ?? ""]),
+  );
+  const key = letter.key === null ? null : letter.key.toString();
+  return {
+    partition: letter.partition,
+    offset: letter.offset,
+    timestamp: new Date(letter.timestamp).toISOString(),
+    key: key === null || unmask ? key : maskPersonalData(key),
+    headers,
+    value,
+  };
+}
+
+export interface RedriveOptions extends Selection {
+  readonly from: string;
+  readonly to: string;
+  /** The consumer group that remembers how far redrive has read. */
+  readonly group: string;
+  readonly dryRun?: boolean;
+}
+
+export interface RedriveResult {
+  /** Dead letters read past the group's position. */
+  scanned: number;
+  redriven: number;
+  byCode: Record<string, number>;
+  /** Per partition, where the group stands afterwards (unchanged with dryRun). */
+  positions: Record<number, number>;
+  letters: DeadLetter[];
+}
+
+/** The headers a redriven record carries: the original record's own (not this pipeline's), plus where it came from. */
+function redriveHeaders(letter: DeadLetter, from: string): IHeaders {
+  const headers: IHeaders = {};
+  for (const [name, value] of Object.entries(letter.headers)) {
+    if (name.startsWith("error.") || name.startsWith("source.")) continue;
+    headers[name] = value;
+  }
+  headers["redrive.from"] = `${from}/${letter.partition}/${letter.offset}`;
+  return headers;
+}
+
+/**
+ * Re-publishes the selected dead letters (original key, bytes and headers) to `to`, then moves the redrive group past
+ * everything it read: a second run finds nothing new. Dead letters the selection skips are passed over for good by
+ * this group (use another --group to select them later).
+ */
+export async function redrive(kafka: Kafka, options: RedriveOptions): Promise<RedriveResult> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const ends = await admin.fetchTopicOffsets(options.from);
+    const [committed] = await admin.fetchOffsets({ groupId: options.group, topics: [options.from] });
+    const start = new Map((committed?.partitions ?? []).map((p) => [p.partition, Math.max(0, Number(p.offset))]));
+    const pending = ends.filter((p) => Number(p.high) > (start.get(p.partition) ?? 0));
+    const result: RedriveResult = { scanned: 0, redriven: 0, byCode: {}, positions: {}, letters: [] };
+    for (const end of ends) result.positions[end.partition] = start.get(end.partition) ?? 0;
+    if (pending.length === 0) return result;
+    const letters = (await readDeadLetters(kafka, options.from)).filter(
+      (letter) =>
+        letter.offset >= (start.get(letter.partition) ?? 0) &&
+        letter.offset < Number(ends.find((e) => e.partition === letter.partition)?.high),
+    );
+    result.scanned = letters.length;
+    result.letters = letters.filter((letter) => selected(letter, options));
+    result.redriven = result.letters.length;
+    for (const letter of result.letters) result.byCode[letter.code] = (result.byCode[letter.code] ?? 0) + 1;
+    if (options.dryRun) return result;
+    if (result.letters.length > 0) {
+      const producer = createProducer(kafka);
+      await producer.connect();
+      try {
+        const messages: Message[] = result.letters.map((letter) => ({
+          key: letter.key,
+          value: letter.value,
+          headers: redriveHeaders(letter, options.from),
+        }));
+        for (let i = 0; i < messages.length; i += 1000) {
+          await producer.send({ topic: options.to, acks: -1, messages: messages.slice(i, i + 1000) });
+        }
+      } finally {
+        await producer.disconnect();
+      }
+    }
+    // Only after every selected record is written does the group move on: a crash before this redrives them again.
+    await admin.setOffsets({
+      groupId: options.group,
+      topic: options.from,
+      partitions: ends.map((end) => ({ partition: end.partition, offset: end.high })),
+    });
+    for (const end of ends) result.positions[end.partition] = Number(end.high);
+    return result;
+  } finally {
+    await admin.disconnect();
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * Reading a topic from the beginning to its end offsets as they are when the read starts, without committing
+ * anything (a throw-away consumer group, deleted afterwards). For the DLQ tools and the tests.
+ */
+import { randomUUID } from "node:crypto";
+import type { IHeaders, Kafka } from "kafkajs";
+
+export interface TopicRecord {
+  readonly partition: number;
+  readonly offset: number;
+  /** Epoch milliseconds. */
+  readonly timestamp: number;
+  readonly key: Buffer | null;
+  readonly value: Buffer | null;
+  readonly headers: IHeaders;
+}
+
+/** The last value of a header as text, or undefined. */
+export function headerText(headers: IHeaders, name: string): string | undefined {
+  const value = headers[name];
+  const last = Array.isArray(value) ? value[value.length - 1] : value;
+  return last === undefined ? undefined : last.toString();
+}
+
+export async function readTopic(kafka: Kafka, topic: string, timeoutMs = 60_000): Promise<TopicRecord[]> {
+  const admin = kafka.admin();
+  await admin.connect();
+  const records: TopicRecord[] = [];
+  const groupId = `reader-${randomUUID()}`;
+  try {
+    const ends = await admin.fetchTopicOffsets(topic);
+    const remaining = new Map(
+      ends.filter((p) => Number(p.high) > Number(p.low)).map((p) => [p.partition, Number(p.high)] as const),
+    );
+    if (remaining.size === 0) return records;
+    const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 100 });
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`reading ${topic} timed out after ${timeoutMs} ms with ${records.length} records`)),
+          timeoutMs,
+        );
+        void consumer.run({
+          autoCommit: false,
+          eachMessage: async ({ partition, message }) => {
+            const end = remaining.get(partition);
+            const offset = Number(message.offset);
+            if (end === undefined || offset >= end) return;
+            records.push({
+              partition,
+              offset,
+              timestamp: Number(message.timestamp),
+              key: message.key,
+              value: message.value,
+              headers: message.headers ?? {},
+            });
+            if (offset + 1 >= end) remaining.delete(partition);
+            if (remaining.size === 0) {
+              clearTimeout(timer);
+              resolve();
+            }
+          },
+        });
+      });
+    } finally {
+      await consumer.disconnect();
+      await admin.deleteGroups([groupId]).catch(() => {});
+    }
+    return records.sort((a, b) => a.partition - b.partition || a.offset - b.offset);
+  } finally {
+    await admin.disconnect();
+  }
+}

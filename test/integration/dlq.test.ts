@@ -1,0 +1,171 @@
+/**
+ * The dead-letter workflow on a real broker: stats, peek, redrive; and the topic overview.
+ */
+import { spawnSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { compileInputSchema, userLoginSchema } from "../../functions/core/schema.ts";
+import { GeneratorModel, INVALID_KINDS, type RecordKind } from "../../functions/generator/model.ts";
+import { dlqStats, peekLine, readDeadLetters, redrive } from "../../functions/local/dlq.ts";
+import { REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
+import { MskEventSourceHarness } from "../../functions/local/harness.ts";
+import { topicOverview } from "../../functions/local/topic-overview.ts";
+import { containerSender, createHandler, type ProcessorDependencies } from "../../functions/processor/processor.ts";
+import { loadProcessorConfig } from "../../functions/shared/config.ts";
+import { createProducer } from "../../functions/shared/kafka.ts";
+import { createTopicTrio, groupLag, type PipelineTopics, readTopic, testKafka, waitFor } from "../support/kafka.ts";
+
+const { kafka, brokers } = testKafka("dlq-test");
+
+function expectedCode(kind: RecordKind): string | undefined {
+  if (kind === "valid") return undefined;
+  if (kind === "missing-device-type") return "SCHEMA_VIOLATION";
+  return INVALID_KINDS[kind];
+}
+
+/** Runs harness + handler over the source topic until the group has committed everything. */
+async function drain(topics: PipelineTopics, groupId: string, validate?: ProcessorDependencies["validate"]) {
+  const config = loadProcessorConfig({
+    KAFKA_BROKERS: brokers.join(","),
+    PROCESSED_TOPIC: topics.processed,
+    DLQ_TOPIC: topics.deadLetter,
+    SOURCE_TOPIC: topics.source,
+  });
+  const container = containerSender(config);
+  const handler = createHandler({ config, getSender: container.getSender, validate });
+  const harness = new MskEventSourceHarness({
+    kafka,
+    bootstrapServers: brokers.join(","),
+    topic: topics.source,
+    groupId,
+    batchSize: 200,
+    batchWindowMs: 100,
+    invoke: (event) => handler(event, {} as never),
+  });
+  await harness.start();
+  await waitFor("the source topic drained", async () => (await groupLag(kafka, groupId, topics.source)) === 0);
+  await harness.stop();
+  await container.close();
+}
+
+describe("the dead-letter workflow", () => {
+  it("counts the generator's bad mix by code, masks personal data, and redrives once after the schema is loosened", async () => {
+    const topics = await createTopicTrio(kafka, 2);
+    const model = new GeneratorModel({ seed: 42, invalidRatio: 0.3, missingDeviceTypeRatio: 0.1 });
+    const records = Array.from({ length: 600 }, () => model.next());
+    const producer = createProducer(kafka);
+    await producer.connect();
+    await producer.send({
+      topic: topics.source,
+      acks: -1,
+      messages: records.map((r) => ({ key: r.key, value: r.value })),
+    });
+    await producer.disconnect();
+    const groupId = `group-${randomUUID()}`;
+    await drain(topics, groupId);
+
+    // stats: the right counts per code
+    const expected: Record<string, number> = {};
+    for (const record of records) {
+      const code = expectedCode(record.kind);
+      if (code) expected[code] = (expected[code] ?? 0) + 1;
+    }
+    const letters = await readDeadLetters(kafka, topics.deadLetter);
+    const stats = dlqStats(letters);
+    expect(stats.byCode).toEqual(expected);
+    expect(stats.total).toBe(Object.values(expected).reduce((a, b) => a + b, 0));
+    const missing = records.filter((r) => r.kind === "missing-device-type").length;
+    expect(stats.topMessages.find((m) => m.message === "must have required property 'device_type'")?.count).toBe(
+      missing,
+    );
+    expect(dlqStats(await readDeadLetters(kafka, topics.deadLetter, { code: "EMPTY_VALUE" })).total).toBe(
+      expected.EMPTY_VALUE,
+    );
+
+    // peek: personal data masked unless asked
+    const withIp = letters.find((l) => l.value?.toString().includes('"ip": "')) as (typeof letters)[number];
+    const ip = /"ip": "([^"]+)"/.exec(withIp.value?.toString() ?? "")?.[1] as string;
+    expect(JSON.stringify(peekLine(withIp, false))).not.toContain(ip);
+    expect(JSON.stringify(peekLine(withIp, true))).toContain(ip);
+
+    // redrive (dry run first: changes nothing)
+    const group = `redrive-${randomUUID()}`;
+    const options = { from: topics.deadLetter, to: topics.source, group, code: "SCHEMA_VIOLATION" };
+    const dry = await redrive(kafka, { ...options, dryRun: true });
+    expect(dry.redriven).toBe(expected.SCHEMA_VIOLATION);
+    const first = await redrive(kafka, options);
+    expect(first.redriven).toBe(expected.SCHEMA_VIOLATION);
+    expect(first.byCode).toEqual({ SCHEMA_VIOLATION: expected.SCHEMA_VIOLATION });
+    const second = await redrive(kafka, options);
+    expect(second.redriven).toBe(0);
+
+    // the loosened contract: device_type no longer required
+    const loosened = userLoginSchema();
+    loosened.required = (loosened.required as string[]).filter((field) => field !== "device_type");
+    await drain(topics, groupId, compileInputSchema(loosened));
+    const processed = await readTopic(kafka, topics.processed);
+    const redriven = processed.filter((r) => r.headers["redrive.from"]?.startsWith(`${topics.deadLetter}/`));
+    expect(redriven).toHaveLength(missing);
+    for (const record of redriven) expect(JSON.parse(String(record.value)).device_type).toBeUndefined();
+    // the other schema violations are dead letters again, once each
+    const again = (await readDeadLetters(kafka, topics.deadLetter)).filter(
+      (l) => l.headers["redrive.from"] !== undefined,
+    );
+    expect(again).toHaveLength((expected.SCHEMA_VIOLATION ?? 0) - missing);
+  });
+
+  it("lists topics with end offsets and each group's lag", async () => {
+    const topics = await createTopicTrio(kafka, 2);
+    const producer = createProducer(kafka);
+    await producer.connect();
+    await producer.send({
+      topic: topics.source,
+      acks: -1,
+      messages: [
+        { key: "a", value: "x" },
+        { key: "b", value: "y" },
+      ],
+    });
+    await producer.disconnect();
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.setOffsets({
+      groupId: `lagging-${topics.source}`,
+      topic: topics.source,
+      partitions: [
+        { partition: 0, offset: "0" },
+        { partition: 1, offset: "0" },
+      ],
+    });
+    await admin.disconnect();
+    const overview = (await topicOverview(kafka)).find((t) => t.topic === topics.source);
+    expect(overview?.partitions).toBe(2);
+    expect(overview?.endOffsets.reduce((a, b) => a + b, 0)).toBe(2);
+    expect(overview?.groups).toEqual([
+      { groupId: `lagging-${topics.source}`, lag: 2, lagByPartition: expect.any(Array) },
+    ]);
+  });
+
+  it("prints stats from the CLI", async () => {
+    const topics = await createTopicTrio(kafka, 1);
+    const producer = createProducer(kafka);
+    await producer.connect();
+    await producer.send({
+      topic: topics.deadLetter,
+      acks: -1,
+      messages: [
+        { value: "x", headers: { "error.code": "INVALID_JSON", "error.message": "value is not valid JSON: x" } },
+      ],
+    });
+    await producer.disconnect();
+    const result = spawnSync(
+      join(REPO_ROOT, "node_modules", ".bin", "tsx"),
+      [join(REPO_ROOT, "bin", "dlq.ts"), "stats", "--brokers", brokers.join(","), "--topic", topics.deadLetter],
+      { encoding: "utf8" },
+    );
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(new RegExp(`${topics.deadLetter}: 1 dead letters`));
+    expect(result.stdout).toMatch(/INVALID_JSON\s+1/);
+  });
+});

@@ -3,22 +3,44 @@
  * Lists topics with partitions and end offsets, and every consumer group's lag on them.
  */
 import { overviewText, topicOverview } from "../functions/local/topic-overview.ts";
-import { loadConnectionConfig } from "../functions/shared/config.ts";
+import { loadConnectionConfig, loadTopics } from "../functions/shared/config.ts";
 import { connectKafka } from "../functions/shared/kafka.ts";
-import { parseFlags, runMain, UsageError } from "./cli.ts";
+import { ensureTopics } from "../functions/shared/topics.ts";
+import { intFlag, parseFlags, runMain, UsageError } from "./cli.ts";
 
-const USAGE = `usage: npm run topics -- --brokers B [--json]
-  --brokers B   bootstrap servers (default: KAFKA_BROKERS; KAFKA_AUTH etc. as everywhere)
-  --json        print JSON instead of text`;
+const USAGE = `usage: npm run topics -- --brokers B [--json] [--create [--partitions N]]
+  --brokers B      bootstrap servers (default: KAFKA_BROKERS; KAFKA_AUTH etc. as everywhere)
+  --json           print JSON instead of text
+  --create         first create the pipeline's topics (SOURCE_TOPIC, PROCESSED_TOPIC, DLQ_TOPIC) if missing
+  --partitions N   with --create: partitions of the source and processed topics (default 3; the DLQ gets 1)`;
 
 runMain(async () => {
-  const flags = parseFlags(process.argv.slice(2), { brokers: { type: "string" }, json: { type: "boolean" } }, USAGE);
+  const flags = parseFlags(
+    process.argv.slice(2),
+    {
+      brokers: { type: "string" },
+      json: { type: "boolean" },
+      create: { type: "boolean" },
+      partitions: { type: "string" },
+    },
+    USAGE,
+  );
   if (flags.help) return void console.log(USAGE);
   if (!flags.brokers && !process.env.KAFKA_BROKERS && !process.env.MSK_CLUSTER_ARN) {
     throw new UsageError(`--brokers is required (or set KAFKA_BROKERS)\n\n${USAGE}`);
   }
   const config = loadConnectionConfig({ ...process.env, ...(flags.brokers ? { KAFKA_BROKERS: flags.brokers } : {}) });
   const { kafka } = await connectKafka(config, "user-login-topics");
+  if (flags.create) {
+    const topics = loadTopics(process.env);
+    const partitions = intFlag(flags.partitions, "partitions", 3, 1, 1000);
+    const created = await ensureTopics(kafka, [
+      { topic: topics.source, numPartitions: partitions },
+      { topic: topics.processed, numPartitions: partitions },
+      { topic: topics.deadLetter, numPartitions: 1 },
+    ]);
+    console.error(created.length ? `created topics: ${created.join(", ")}` : "topics already exist");
+  }
   const overview = await topicOverview(kafka);
   console.log(flags.json ? JSON.stringify(overview, null, 2) : overviewText(overview));
 });

@@ -27,7 +27,12 @@ if (!process.env.AWS_LAMBDA_FUNCTION_NAME) {
   (logger as unknown as { console: Console }).console = new Console({ stdout: process.stderr, stderr: process.stderr });
 }
 
+/**
+ * Changes the level for good: Powertools' middleware puts the level back to its initial one on every warm
+ * invocation (debug sampling), so the initial level changes too.
+ */
 export function setLogLevel(level: LogLevel): void {
+  (logger as unknown as { setInitialLogLevel(level: string): void }).setInitialLogLevel(level);
   logger.setLogLevel(level);
 }
 

@@ -1,0 +1,26 @@
+// Runs in a fresh Node process for the benchmark: imports the bundled handler, runs one event, reports timings.
+//   node bench/child.mjs BUNDLE EVENT_FILE   (env: KAFKA_BROKERS, topics)
+import { readFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import { pathToFileURL } from "node:url";
+
+const [bundle, eventFile] = process.argv.slice(2);
+const event = JSON.parse(readFileSync(eventFile, "utf8"));
+const rssBefore = process.memoryUsage().rss;
+const started = performance.now();
+const module = await import(pathToFileURL(bundle).href);
+const imported = performance.now();
+const context = { functionName: "bench", awsRequestId: "bench", getRemainingTimeInMillis: () => 60_000 };
+const response = await module.handler(event, context);
+const done = performance.now();
+await module.closeProducer?.();
+process.stdout.write(
+  `${JSON.stringify({
+    importMs: imported - started,
+    firstEventMs: done - started,
+    written: response.summary.written,
+    rssBeforeMb: rssBefore / 2 ** 20,
+    maxRssMb: process.resourceUsage().maxRSS / 1024,
+  })}\n`,
+);
+process.exit(0);

@@ -1,0 +1,351 @@
+/**
+ * npm run bench [-- --quick] [--brokers B]
+ * Where the time goes: the processing core, the handler with a real producer, the whole pipeline against a plain
+ * topic-to-topic copy with the same client, cold start and memory of the bundled handler, and kafkajs against
+ * @platformatic/kafka on the same produce workload. Prints a table and writes bench/results.json.
+ * Figures are medians of several runs with their min..max; the machine is noisy, so ratios matter most.
+ */
+import { spawnSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { Producer as PlatformaticProducer, ProduceAcks } from "@platformatic/kafka";
+import { build } from "esbuild";
+import type { Kafka } from "kafkajs";
+import type { MskEvent, MskRecord } from "../functions/core/msk.ts";
+import { type OutputRecord, processEvent } from "../functions/core/process.ts";
+import { GeneratorModel } from "../functions/generator/model.ts";
+import { EmbeddedKafka } from "../functions/local/embedded-kafka.ts";
+import { MskEventSourceHarness } from "../functions/local/harness.ts";
+import { containerSender, createHandler, processMskEvent } from "../functions/processor/processor.ts";
+import { estimateBytes } from "../functions/processor/sender.ts";
+import { loadProcessorConfig, parseBrokers } from "../functions/shared/config.ts";
+import { createKafka, createProducer } from "../functions/shared/kafka.ts";
+import { setLogLevel } from "../functions/shared/log.ts";
+import { ensureTopics } from "../functions/shared/topics.ts";
+import { bundleOptions, PROJECT_ROOT } from "../lib/bundling.ts";
+import { parseFlags, runMain } from "./cli.ts";
+
+const USAGE = `usage: npm run bench [-- --quick] [--brokers B]
+  --quick      fewer records and runs (a smoke run, about a minute)
+  --brokers B  use this broker instead of starting the embedded one`;
+
+interface Figure {
+  median: number;
+  min: number;
+  max: number;
+  runs: number;
+}
+
+function figure(values: number[]): Figure {
+  const sorted = [...values].sort((a, b) => a - b);
+  return { median: sorted[Math.floor(sorted.length / 2)] as number, min: sorted[0] as number, max: sorted[sorted.length - 1] as number, runs: values.length };
+}
+
+const fmt = (f: Figure, digits = 0) =>
+  `${f.median.toFixed(digits)} (${f.min.toFixed(digits)}..${f.max.toFixed(digits)}, n=${f.runs})`;
+
+/** 10,000-record MSK events of generated traffic, as Lambda would deliver them (base64, headers). */
+function mskEvents(records: number, perEvent: number, invalidRatio: number, seed: number, padTo = 0): MskEvent[] {
+  const model = new GeneratorModel({ seed, invalidRatio });
+  const events: MskEvent[] = [];
+  for (let offset = 0; offset < records; offset += perEvent) {
+    const grouped: Record<string, MskRecord[]> = {};
+    for (let i = 0; i < Math.min(perEvent, records - offset); i++) {
+      const record = model.next();
+      let value = record.value;
+      if (padTo > 0 && typeof value === "string") value = value.replace(/}$/, `, "pad": "${"x".repeat(Math.max(0, padTo - value.length))}"}`);
+      const partition = i % 3;
+      const list = grouped[`user-login-${partition}`] ?? [];
+      list.push({
+        topic: "user-login",
+        partition,
+        offset: offset + i,
+        timestamp: Date.now(),
+        timestampType: "CREATE_TIME",
+        key: Buffer.from(record.key).toString("base64"),
+        value: value === null ? null : Buffer.from(value).toString("base64"),
+        headers: [{ "trace-id": [...Buffer.from(`t-${offset + i}`)] }],
+      });
+      grouped[`user-login-${partition}`] = list;
+    }
+    events.push({ eventSource: "aws:kafka", eventSourceArn: "arn:aws:kafka:bench", bootstrapServers: "", records: grouped });
+  }
+  return events;
+}
+
+const OPTIONS = { topics: { processed: "processed-user-login", deadLetter: "user-login-dlq" }, processedAt: new Date().toISOString() };
+
+function benchCore(events: MskEvent[], runs: number): { recordsPerSecond: Figure; nsPerRecord: Figure } {
+  const records = events.reduce((n, e) => n + Object.values(e.records).reduce((m, l) => m + l.length, 0), 0);
+  for (const event of events.slice(0, 2)) processEvent(event, OPTIONS); // warm-up
+  const rates: number[] = [];
+  for (let run = 0; run < runs; run++) {
+    const started = process.hrtime.bigint();
+    for (const event of events) processEvent(event, OPTIONS);
+    const ns = Number(process.hrtime.bigint() - started);
+    rates.push((records * 1e9) / ns);
+  }
+  const rate = figure(rates);
+  return { recordsPerSecond: rate, nsPerRecord: figure(rates.map((r) => 1e9 / r)) };
+}
+
+async function produceAll(kafka: Kafka, topic: string, events: MskEvent[]): Promise<number> {
+  const producer = createProducer(kafka);
+  await producer.connect();
+  let count = 0;
+  for (const event of events) {
+    const messages = Object.values(event.records)
+      .flat()
+      .map((r) => ({ key: r.key ? Buffer.from(r.key, "base64") : null, value: r.value ? Buffer.from(r.value, "base64") : null }));
+    for (let i = 0; i < messages.length; i += 5000) await producer.send({ topic, acks: -1, messages: messages.slice(i, i + 5000) });
+    count += messages.length;
+  }
+  await producer.disconnect();
+  return count;
+}
+
+async function lagZero(kafka: Kafka, groupId: string, topic: string, timeoutMs: number): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  const deadline = Date.now() + timeoutMs;
+  try {
+    while (Date.now() < deadline) {
+      const ends = await admin.fetchTopicOffsets(topic);
+      const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+      const lag = ends.reduce((n, e) => n + Number(e.high) - Math.max(0, Number(committed?.partitions.find((p) => p.partition === e.partition)?.offset ?? 0)), 0);
+      if (lag === 0) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`group ${groupId} did not catch up on ${topic} in time`);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** The pipeline (harness + handler) draining `source`, in records/s. */
+async function pipelineRun(kafka: Kafka, brokers: string[], source: string, count: number): Promise<number> {
+  const id = randomUUID().slice(0, 8);
+  const processed = `bench-processed-${id}`;
+  const dlq = `bench-dlq-${id}`;
+  await ensureTopics(kafka, [{ topic: processed, numPartitions: 3 }, { topic: dlq, numPartitions: 1 }]);
+  const config = loadProcessorConfig({ KAFKA_BROKERS: brokers.join(","), SOURCE_TOPIC: source, PROCESSED_TOPIC: processed, DLQ_TOPIC: dlq });
+  const container = containerSender(config);
+  const handler = createHandler({ config, getSender: container.getSender });
+  const groupId = `bench-pipeline-${id}`;
+  const harness = new MskEventSourceHarness({ kafka, bootstrapServers: brokers.join(","), topic: source, groupId, batchSize: 10_000, batchWindowMs: 100, invoke: (e) => handler(e, {} as never) });
+  const started = performance.now();
+  await harness.start();
+  await lagZero(kafka, groupId, source, 600_000);
+  const seconds = (performance.now() - started) / 1000;
+  await harness.stop();
+  await container.close();
+  return count / seconds;
+}
+
+/** The baseline: the same client copies `source` to another topic, no processing, same batch shapes. */
+async function copyRun(kafka: Kafka, source: string, count: number): Promise<number> {
+  const id = randomUUID().slice(0, 8);
+  const target = `bench-copy-${id}`;
+  await ensureTopics(kafka, [{ topic: target, numPartitions: 3 }]);
+  const producer = createProducer(kafka);
+  await producer.connect();
+  const groupId = `bench-copy-${id}`;
+  const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 100, maxBytesPerPartition: 1024 * 1024 });
+  await consumer.connect();
+  await consumer.subscribe({ topic: source, fromBeginning: true });
+  const started = performance.now();
+  await consumer.run({
+    autoCommit: false,
+    partitionsConsumedConcurrently: 64,
+    eachBatch: async ({ batch, resolveOffset, commitOffsetsIfNecessary }) => {
+      await producer.sendBatch({
+        acks: -1,
+        topicMessages: [{ topic: target, messages: batch.messages.map((m) => ({ key: m.key, value: m.value, headers: m.headers })) }],
+      });
+      resolveOffset(batch.lastOffset());
+      await commitOffsetsIfNecessary({ topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: String(Number(batch.lastOffset()) + 1) }] }] });
+    },
+  });
+  await lagZero(kafka, groupId, source, 600_000);
+  const seconds = (performance.now() - started) / 1000;
+  await consumer.disconnect();
+  await producer.disconnect();
+  return count / seconds;
+}
+
+/** The same produce workload through kafkajs (as the handler sends) and @platformatic/kafka, in records/s. */
+async function clientRuns(kafka: Kafka, brokers: string[], outputs: OutputRecord[], runs: number) {
+  const topic = `bench-clients-${randomUUID().slice(0, 8)}`;
+  await ensureTopics(kafka, [{ topic, numPartitions: 3 }]);
+  const chunks: OutputRecord[][] = [];
+  let chunk: OutputRecord[] = [];
+  let bytes = 0;
+  for (const output of outputs) {
+    const size = estimateBytes(output);
+    if (chunk.length > 0 && bytes + size > 512 * 1024) {
+      chunks.push(chunk);
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(output);
+    bytes += size;
+  }
+  if (chunk.length) chunks.push(chunk);
+  const kafkajs = createProducer(kafka);
+  await kafkajs.connect();
+  const platformatic = new PlatformaticProducer({ clientId: "bench-platformatic", bootstrapBrokers: brokers, idempotent: true, acks: ProduceAcks.ALL });
+  const toBuffer = (v: Buffer | string | null) => (v === null ? undefined : typeof v === "string" ? Buffer.from(v) : v);
+  const result = { kafkajs: [] as number[], platformatic: [] as number[] };
+  for (let run = 0; run < runs; run++) {
+    let started = performance.now();
+    for (const c of chunks) {
+      await kafkajs.send({ topic, acks: -1, messages: c.map((o) => ({ key: o.key, value: o.value, headers: o.headers })) });
+    }
+    result.kafkajs.push(outputs.length / ((performance.now() - started) / 1000));
+    started = performance.now();
+    for (const c of chunks) {
+      await platformatic.send({
+        messages: c.map((o) => ({
+          topic,
+          key: toBuffer(o.key),
+          value: toBuffer(o.value),
+          headers: new Map(
+            Object.entries(o.headers).map(([k, v]) => [Buffer.from(k), toBuffer(Array.isArray(v) ? (v[0] ?? null) : v) as Buffer]),
+          ),
+        })),
+      });
+    }
+    result.platformatic.push(outputs.length / ((performance.now() - started) / 1000));
+  }
+  await kafkajs.disconnect();
+  await platformatic.close();
+  return { kafkajs: figure(result.kafkajs), platformatic: figure(result.platformatic) };
+}
+
+function childRun(bundle: string, eventFile: string, env: Record<string, string>) {
+  const result = spawnSync(process.execPath, [join(PROJECT_ROOT, "bench", "child.mjs"), bundle, eventFile], {
+    encoding: "utf8",
+    env: { ...process.env, LOG_LEVEL: "ERROR", ...env },
+  });
+  if (result.status !== 0) throw new Error(`bench child failed: ${result.stderr}`);
+  return JSON.parse(result.stdout.trim().split("\n").pop() as string) as {
+    importMs: number;
+    firstEventMs: number;
+    written: number;
+    maxRssMb: number;
+  };
+}
+
+runMain(async () => {
+  const flags = parseFlags(process.argv.slice(2), { quick: { type: "boolean" }, brokers: { type: "string" } }, USAGE);
+  if (flags.help) return void console.log(USAGE);
+  setLogLevel("ERROR");
+  const quick = flags.quick === true;
+  const runs = quick ? 3 : 5;
+  const coreRecords = quick ? 50_000 : 200_000;
+  const e2eRecords = quick ? 50_000 : 500_000;
+  const results: Record<string, unknown> = {
+    date: new Date().toISOString(),
+    machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version },
+    quick,
+  };
+  const line = (label: string, value: string) => console.log(`${label.padEnd(52)} ${value}`);
+
+  console.log(`user-login-pipeline benchmark (${quick ? "quick" : "full"}; ${cpus().length} cores, Node ${process.version})\n`);
+  const realistic = mskEvents(coreRecords, 10_000, 0, 1);
+  const poisoned = mskEvents(coreRecords, 10_000, 0.2, 2);
+  const core = benchCore(realistic, runs);
+  const corePoison = benchCore(poisoned, runs);
+  results.core = { realistic: core, invalid20: corePoison };
+  line(`core, ${coreRecords} records, 5% no device_type: rec/s`, fmt(core.recordsPerSecond));
+  line("core, same: ns/record", fmt(core.nsPerRecord));
+  line("core, 20% invalid: rec/s", fmt(corePoison.recordsPerSecond));
+
+  let broker: EmbeddedKafka | undefined;
+  let brokers: string[];
+  if (flags.brokers || process.env.KAFKA_BROKERS) brokers = parseBrokers((flags.brokers ?? process.env.KAFKA_BROKERS) as string);
+  else {
+    broker = new EmbeddedKafka({ heap: "2g" });
+    brokers = [await broker.start()];
+  }
+  try {
+    const kafka = createKafka({ brokers, clientId: "bench" });
+
+    // Handler: one 10,000-record event, real producer.
+    const id = randomUUID().slice(0, 8);
+    await ensureTopics(kafka, [{ topic: `h-processed-${id}`, numPartitions: 3 }, { topic: `h-dlq-${id}`, numPartitions: 1 }]);
+    const config = loadProcessorConfig({ KAFKA_BROKERS: brokers.join(","), PROCESSED_TOPIC: `h-processed-${id}`, DLQ_TOPIC: `h-dlq-${id}` });
+    const container = containerSender(config);
+    const handlerEvent = realistic[0] as MskEvent;
+    await processMskEvent(handlerEvent, { config, getSender: container.getSender });
+    const total: number[] = [];
+    const processing: number[] = [];
+    for (let run = 0; run < runs; run++) {
+      let started = performance.now();
+      processEvent(handlerEvent, OPTIONS);
+      processing.push(performance.now() - started);
+      started = performance.now();
+      await processMskEvent(handlerEvent, { config, getSender: container.getSender });
+      total.push(performance.now() - started);
+    }
+    await container.close();
+    const handler = { totalMs: figure(total), processMs: figure(processing), produceMs: figure(total.map((t, i) => t - (processing[i] as number))) };
+    results.handler = handler;
+    line("handler, 10,000-record event: ms per batch", fmt(handler.totalMs, 1));
+    line("  decode/validate/transform ms", fmt(handler.processMs, 1));
+    line("  produce ms (acks=all, embedded broker)", fmt(handler.produceMs, 1));
+
+    // End to end against the copy baseline, interleaved.
+    const source = `bench-source-${randomUUID().slice(0, 8)}`;
+    await ensureTopics(kafka, [{ topic: source, numPartitions: 3 }]);
+    const count = await produceAll(kafka, source, mskEvents(e2eRecords, 10_000, 0, 3));
+    const pipeline: number[] = [];
+    const baseline: number[] = [];
+    for (let run = 0; run < (quick ? 1 : 3); run++) {
+      baseline.push(await copyRun(kafka, source, count));
+      pipeline.push(await pipelineRun(kafka, brokers, source, count));
+    }
+    const ratio = figure(pipeline.map((p, i) => p / (baseline[i] as number)));
+    results.endToEnd = { records: count, pipeline: figure(pipeline), copyBaseline: figure(baseline), ratio };
+    line(`end to end, ${count} records: pipeline rec/s`, fmt(figure(pipeline)));
+    line("  copy baseline (same client, no processing) rec/s", fmt(figure(baseline)));
+    line("  ratio pipeline / baseline", fmt(ratio, 2));
+
+    // Cold start and memory of the bundled handler, each in a fresh process.
+    const dir = mkdtempSync(join(tmpdir(), "bench-"));
+    const options = bundleOptions("processor", dir);
+    await build(options);
+    const bundle = options.outfile as string;
+    const bundleKb = statSync(bundle).size / 1024;
+    const one = mskEvents(1, 1, 0, 4)[0] as MskEvent;
+    writeFileSync(join(dir, "one.json"), JSON.stringify(one));
+    await ensureTopics(kafka, [{ topic: "processed-user-login", numPartitions: 3 }, { topic: "user-login-dlq" }]);
+    const env = { KAFKA_BROKERS: brokers.join(",") };
+    const cold = Array.from({ length: quick ? 5 : 10 }, () => childRun(bundle, join(dir, "one.json"), env));
+    results.coldStart = { bundleKb, importMs: figure(cold.map((c) => c.importMs)), firstEventMs: figure(cold.map((c) => c.firstEventMs)) };
+    line("bundle (minified ESM) KB", bundleKb.toFixed(0));
+    line("cold start: import ms", fmt(figure(cold.map((c) => c.importMs)), 1));
+    line("cold start: import + first 1-record event ms", fmt(figure(cold.map((c) => c.firstEventMs)), 1));
+    const big = mskEvents(10_000, 10_000, 0.05, 5, 430)[0] as MskEvent;
+    const bigFile = join(dir, "big.json");
+    writeFileSync(bigFile, JSON.stringify(big));
+    const eventMb = statSync(bigFile).size / 2 ** 20;
+    const memory = Array.from({ length: 3 }, () => childRun(bundle, bigFile, env));
+    results.memory = { eventMb, maxRssMb: figure(memory.map((m) => m.maxRssMb)) };
+    line(`memory: peak RSS, 10,000-record ${eventMb.toFixed(1)} MB event (MB)`, fmt(figure(memory.map((m) => m.maxRssMb)), 0));
+
+    // Clients on the same produce workload.
+    const outputs = realistic.slice(0, quick ? 3 : 10).flatMap((event) => processEvent(event, OPTIONS));
+    const clients = await clientRuns(kafka, brokers, outputs, runs);
+    results.clients = { records: outputs.length, ...clients, ratio: clients.platformatic.median / clients.kafkajs.median };
+    line(`produce ${outputs.length} outputs: kafkajs rec/s`, fmt(clients.kafkajs));
+    line("  @platformatic/kafka rec/s", fmt(clients.platformatic));
+    line("  ratio platformatic / kafkajs (medians)", (clients.platformatic.median / clients.kafkajs.median).toFixed(2));
+  } finally {
+    await broker?.destroy();
+  }
+  writeFileSync(join(PROJECT_ROOT, "bench", "results.json"), `${JSON.stringify(results, null, 2)}\n`);
+  console.log("\nwritten to bench/results.json");
+});

@@ -184,7 +184,7 @@ async function clientRuns(kafka: Kafka, brokers: string[], outputs: OutputRecord
   let bytes = 0;
   for (const output of outputs) {
     const size = estimateBytes(output);
-    if (chunk.length > 0 && bytes + size > 512 * 1024) {
+    if (chunk.length > 0 && bytes + size > 1024 * 1024) {
       chunks.push(chunk);
       chunk = [];
       bytes = 0;

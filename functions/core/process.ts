@@ -131,9 +131,17 @@ function deadLetter(
 }
 
 /** Epoch seconds (number, or digit string already checked by the schema) as ISO-8601 UTC. */
+// Records of one batch mostly share their second: remember the last conversion (Date#toISOString costs ~1 µs).
+let lastSeconds = Number.NaN;
+let lastIso = "";
+
 export function toIsoSeconds(timestamp: number | string): string {
   const seconds = typeof timestamp === "number" ? timestamp : Number(timestamp);
-  return new Date(seconds * 1000).toISOString();
+  if (seconds !== lastSeconds) {
+    lastIso = new Date(seconds * 1000).toISOString();
+    lastSeconds = seconds;
+  }
+  return lastIso;
 }
 
 function transform(

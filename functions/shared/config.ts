@@ -167,6 +167,6 @@ export function loadProcessorConfig(env: Env = process.env): ProcessorConfig {
     clientId: text(env, "KAFKA_CLIENT_ID", "user-login-processor"),
     topics: loadTopics(env),
     partialBatchResponse: parseBoolean(env, "PARTIAL_BATCH_RESPONSE", false),
-    produceChunkBytes: parseInteger(env, "PRODUCE_CHUNK_BYTES", 512 * 1024, 1024, 64 * 1024 * 1024),
+    produceChunkBytes: parseInteger(env, "PRODUCE_CHUNK_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
   };
 }

@@ -140,7 +140,7 @@ describe("processor configuration", () => {
       clientId: "user-login-processor",
       topics: { source: "user-login", processed: "processed-user-login", deadLetter: "user-login-dlq" },
       partialBatchResponse: false,
-      produceChunkBytes: 524288,
+      produceChunkBytes: 1048576,
     });
   });
 

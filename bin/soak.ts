@@ -1,0 +1,128 @@
+/**
+ * npm run soak -- --minutes M --rate R [--invalid-ratio X]
+ * Generator (a child process) + harness + handler (this process) on the embedded broker (or KAFKA_BROKERS) for M
+ * minutes. Every minute: throughput, lag, DLQ share, heap and RSS of the harness. At the end: drain, the
+ * at-least-once accounting, RSS growth after the first minute, and a verdict line.
+ */
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { accountingText, account } from "../functions/local/accounting.ts";
+import { EmbeddedKafka } from "../functions/local/embedded-kafka.ts";
+import { MskEventSourceHarness } from "../functions/local/harness.ts";
+import { containerSender, createHandler } from "../functions/processor/processor.ts";
+import { loadProcessorConfig, parseBrokers } from "../functions/shared/config.ts";
+import { createKafka } from "../functions/shared/kafka.ts";
+import { setLogLevel } from "../functions/shared/log.ts";
+import { ensureTopics } from "../functions/shared/topics.ts";
+import { PROJECT_ROOT } from "../lib/bundling.ts";
+import { numberFlag, parseFlags, runMain } from "./cli.ts";
+
+const USAGE = `usage: npm run soak -- --minutes M --rate R [--invalid-ratio X]
+  --minutes M        how long to generate (default 5)
+  --rate R           events per second (default 1000)
+  --invalid-ratio X  share of deliberately bad records (default 0.05)`;
+
+const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
+
+runMain(async () => {
+  const flags = parseFlags(
+    process.argv.slice(2),
+    { minutes: { type: "string" }, rate: { type: "string" }, "invalid-ratio": { type: "string" } },
+    USAGE,
+  );
+  if (flags.help) return void console.log(USAGE);
+  setLogLevel("ERROR");
+  const minutes = numberFlag(flags.minutes, "minutes", 5, 0.1, 24 * 60);
+  const rate = numberFlag(flags.rate, "rate", 1000, 1, 100_000);
+  const invalidRatio = numberFlag(flags["invalid-ratio"], "invalid-ratio", 0.05, 0, 1);
+  let broker: EmbeddedKafka | undefined;
+  let brokers: string[];
+  if (process.env.KAFKA_BROKERS) brokers = parseBrokers(process.env.KAFKA_BROKERS);
+  else {
+    broker = new EmbeddedKafka({ heap: "2g" });
+    brokers = [await broker.start()];
+  }
+  const id = Date.now().toString(36);
+  const topics = { source: `soak-${id}`, processed: `soak-processed-${id}`, deadLetter: `soak-dlq-${id}` };
+  const kafka = createKafka({ brokers, clientId: "soak", retries: 10 });
+  await ensureTopics(kafka, [
+    { topic: topics.source, numPartitions: 3 },
+    { topic: topics.processed, numPartitions: 3 },
+    { topic: topics.deadLetter, numPartitions: 1 },
+  ]);
+  const config = loadProcessorConfig({
+    KAFKA_BROKERS: brokers.join(","),
+    SOURCE_TOPIC: topics.source,
+    PROCESSED_TOPIC: topics.processed,
+    DLQ_TOPIC: topics.deadLetter,
+    PARTIAL_BATCH_RESPONSE: "true",
+  });
+  const container = containerSender(config);
+  const handler = createHandler({ config, getSender: container.getSender });
+  const groupId = `soak-${id}`;
+  const harness = new MskEventSourceHarness({
+    kafka,
+    bootstrapServers: brokers.join(","),
+    topic: topics.source,
+    groupId,
+    batchSize: 1000,
+    batchWindowMs: 500,
+    invoke: (event) => handler(event, {} as never),
+  });
+  await harness.start();
+  const generator = spawn(
+    join(PROJECT_ROOT, "node_modules", ".bin", "tsx"),
+    [join(PROJECT_ROOT, "bin", "generate.ts"), "--brokers", brokers.join(","), "--topic", topics.source, "--rate", String(rate),
+      "--invalid-ratio", String(invalidRatio), "--duration", `${Math.round(minutes * 60)}s`],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let generatorSummary = "";
+  generator.stderr.on("data", (chunk: Buffer) => {
+    const text = chunk.toString();
+    if (text.includes("generator summary")) generatorSummary = text.trim();
+  });
+  const generatorDone = new Promise<void>((resolve) => generator.once("exit", () => resolve()));
+  console.log(`soak: ${minutes} min at ${rate}/s (${invalidRatio * 100}% invalid) on ${brokers.join(",")}`);
+  const rss: number[] = [];
+  let last = 0;
+  const started = Date.now();
+  const tick = setInterval(() => {
+    const stats = harness.stats;
+    const memory = process.memoryUsage();
+    rss.push(memory.rss);
+    const handled = stats.processed + stats.deadLettered;
+    console.log(
+      `minute ${rss.length}: ${((stats.recordsCommitted - last) / 60).toFixed(0)}/s, lag ${stats.lag}, DLQ ${handled ? ((stats.deadLettered * 100) / handled).toFixed(1) : "0"}%, ` +
+        `heap ${mb(memory.heapUsed)} MB, RSS ${mb(memory.rss)} MB`,
+    );
+    last = stats.recordsCommitted;
+  }, 60_000);
+  await generatorDone;
+  clearInterval(tick);
+  await new Promise<void>((resolve) => {
+    const poll = setInterval(async () => {
+      const admin = kafka.admin();
+      await admin.connect();
+      const ends = await admin.fetchTopicOffsets(topics.source);
+      const [committed] = await admin.fetchOffsets({ groupId, topics: [topics.source] });
+      await admin.disconnect();
+      const lag = ends.reduce((n, e) => n + Number(e.high) - Math.max(0, Number(committed?.partitions.find((p) => p.partition === e.partition)?.offset ?? 0)), 0);
+      if (lag === 0 || Date.now() - started > (minutes + 5) * 60_000) {
+        clearInterval(poll);
+        resolve();
+      }
+    }, 1000);
+  });
+  await harness.stop();
+  await container.close();
+  const result = await account(kafka, topics, groupId);
+  console.log(generatorSummary);
+  console.log(accountingText(result));
+  const warm = rss[1] ?? rss[0];
+  const growth = warm && rss.length > 1 ? ((rss[rss.length - 1] as number) - warm) / warm : 0;
+  console.log(`RSS after warm-up ${warm ? mb(warm) : "?"} MB, at the end ${mb(rss[rss.length - 1] ?? 0)} MB (${(growth * 100).toFixed(1)}%)`);
+  const pass = result.ok && growth < 0.25;
+  console.log(`VERDICT: ${pass ? "PASS" : "FAIL"} (${result.ok ? "nothing lost" : "accounting failed"}, ${result.duplicates} duplicates, RSS growth ${(growth * 100).toFixed(1)}%)`);
+  await broker?.destroy();
+  if (!pass) process.exitCode = 1;
+});

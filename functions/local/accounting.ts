@@ -1,0 +1,80 @@
+/**
+ * The at-least-once ledger: every source offset must have at least one output (processed or dead-lettered) that
+ * names it in its source.* headers; no output may name a source that does not exist; duplicates are counted.
+ */
+import type { Kafka } from "kafkajs";
+import { HEADER } from "../core/process.ts";
+import { headerText, readTopic } from "./read-topic.ts";
+
+export interface Accounting {
+  inputs: number;
+  outputs: number;
+  processed: number;
+  deadLettered: number;
+  /** Source records with no output: data loss. */
+  missing: string[];
+  /** Outputs whose source.* names no source record. */
+  orphans: string[];
+  /** Outputs beyond the first for a source record (at-least-once redelivery). */
+  duplicates: number;
+  /** The consumer group's lag on the source topic. */
+  lag: number;
+  /** True when nothing is missing, nothing is orphaned and the lag is zero. */
+  ok: boolean;
+}
+
+export async function account(
+  kafka: Kafka,
+  topics: { source: string; processed: string; deadLetter: string },
+  groupId: string,
+): Promise<Accounting> {
+  const [inputs, processed, dead] = await Promise.all([
+    readTopic(kafka, topics.source),
+    readTopic(kafka, topics.processed),
+    readTopic(kafka, topics.deadLetter),
+  ]);
+  const seen = new Map<string, number>();
+  const orphans: string[] = [];
+  const sources = new Set(inputs.map((r) => `${r.partition}/${r.offset}`));
+  for (const output of [...processed, ...dead]) {
+    if (headerText(output.headers, HEADER.sourceTopic) !== topics.source) continue;
+    const id = `${headerText(output.headers, HEADER.sourcePartition)}/${headerText(output.headers, HEADER.sourceOffset)}`;
+    if (!sources.has(id)) orphans.push(id);
+    seen.set(id, (seen.get(id) ?? 0) + 1);
+  }
+  const missing = [...sources].filter((id) => !seen.has(id));
+  let duplicates = 0;
+  for (const count of seen.values()) duplicates += count - 1;
+  const admin = kafka.admin();
+  await admin.connect();
+  let lag = 0;
+  try {
+    const ends = await admin.fetchTopicOffsets(topics.source);
+    const [committed] = await admin.fetchOffsets({ groupId, topics: [topics.source] });
+    for (const end of ends) {
+      const at = Number(committed?.partitions.find((p) => p.partition === end.partition)?.offset ?? -1);
+      lag += Number(end.high) - Math.max(at, Number(end.low));
+    }
+  } finally {
+    await admin.disconnect();
+  }
+  return {
+    inputs: inputs.length,
+    outputs: processed.length + dead.length,
+    processed: processed.length,
+    deadLettered: dead.length,
+    missing,
+    orphans,
+    duplicates,
+    lag,
+    ok: missing.length === 0 && orphans.length === 0 && lag === 0,
+  };
+}
+
+export function accountingText(result: Accounting): string {
+  return (
+    `accounting: ${result.inputs} inputs, ${result.outputs} outputs (${result.processed} processed, ` +
+    `${result.deadLettered} dead-lettered), ${result.missing.length} missing, ${result.orphans.length} orphans, ` +
+    `${result.duplicates} duplicates, lag ${result.lag} -> ${result.ok ? "OK" : "FAILED"}`
+  );
+}

@@ -137,7 +137,8 @@ export class MskEventSourceHarness {
     this.groupId = options.groupId ?? "user-login-processor";
     this.batchSize = checkRange("batch size", options.batchSize ?? 100, 1, MAX_BATCH_SIZE);
     this.batchWindowMs = checkRange("batch window (ms)", options.batchWindowMs ?? 500, 0, MAX_BATCH_WINDOW_MS);
-    this.maxBatchBytes = options.maxBatchBytes ?? MAX_PAYLOAD_BYTES;
+    // The envelope and the "topic-partition" keys take a few hundred bytes of the payload limit.
+    this.maxBatchBytes = (options.maxBatchBytes ?? MAX_PAYLOAD_BYTES) - 4096;
     if (options.startingPosition === "AT_TIMESTAMP" && options.startingTimestamp === undefined) {
       throw new HarnessOptionError("starting position AT_TIMESTAMP needs a starting timestamp");
     }
@@ -160,8 +161,9 @@ export class MskEventSourceHarness {
     const consumer = kafka.consumer({
       groupId: this.groupId,
       maxWaitTimeInMs: Math.max(10, Math.min(this.batchWindowMs, 5000)),
-      maxBytesPerPartition: 1024 * 1024,
-      maxBytes: 10 * 1024 * 1024,
+      // Enough per fetch to fill a 6 MB event: a batch never waits on a second fetch (each fetch's shares are in flight).
+      maxBytesPerPartition: this.maxBatchBytes,
+      maxBytes: 2 * this.maxBatchBytes,
     });
     this.consumer = consumer;
     // Ready once the group is joined and a first fetch came back: positions (e.g. LATEST) are resolved by then.

@@ -75,6 +75,8 @@ export interface ProcessOptions {
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** Longest error.message header, in characters. */
+export const MAX_ERROR_MESSAGE = 1000;
 
 function decodeBase64(text: string | null | undefined): Buffer | null {
   return text == null ? null : Buffer.from(text, "base64");
@@ -115,6 +117,8 @@ function deadLetter(
   errorCode: ErrorCode,
   errorMessage: string,
 ): DeadLetterOutput {
+  // A reason is a sentence, not a copy of the input: keep headers small whatever the record held.
+  if (errorMessage.length > MAX_ERROR_MESSAGE) errorMessage = `${errorMessage.slice(0, MAX_ERROR_MESSAGE - 1)}…`;
   headers[HEADER.errorCode] = errorCode;
   headers[HEADER.errorMessage] = errorMessage;
   const key = decodeBase64(record.key);

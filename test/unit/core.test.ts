@@ -350,3 +350,26 @@ describe("properties", () => {
       check(edge);
   });
 });
+
+describe("hostile input", () => {
+  it("dead-letters 1 MB of nested arrays, 100,000 keys and 10 MB strings, each with a short reason", () => {
+    const nested = `${"[".repeat(500_000)}${"]".repeat(500_000)}`;
+    const manyKeys = JSON.stringify(Object.fromEntries(Array.from({ length: 100_000 }, (_, i) => [`k${i}`, i])));
+    const hugeString = JSON.stringify("x".repeat(10 * 1024 * 1024));
+    const hugeText = `not json ${"y".repeat(10 * 1024 * 1024)}`;
+    const hugeField = JSON.stringify(validLogin({ user_id: "u".repeat(10 * 1024 * 1024), ip: "not-an-ip" }));
+    const cases: [string, string, string][] = [
+      [nested, "SCHEMA_VIOLATION", "must be a JSON object"],
+      [manyKeys, "SCHEMA_VIOLATION", "must have required property 'user_id'"],
+      [hugeString, "SCHEMA_VIOLATION", "must be a JSON object"],
+      [hugeText, "INVALID_JSON", "value is not valid JSON"],
+      [hugeField, "SCHEMA_VIOLATION", "/ip must be a valid IPv4 or IPv6 address"],
+    ];
+    for (const [text, code, reason] of cases) {
+      const out = expectDeadLetter(run(text), code);
+      expect(out.errorMessage).toContain(reason);
+      expect(out.errorMessage.length).toBeLessThanOrEqual(1000);
+      expect(out.value?.length).toBe(Buffer.byteLength(text));
+    }
+  });
+});

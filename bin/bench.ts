@@ -40,7 +40,12 @@ interface Figure {
 
 function figure(values: number[]): Figure {
   const sorted = [...values].sort((a, b) => a - b);
-  return { median: sorted[Math.floor(sorted.length / 2)] as number, min: sorted[0] as number, max: sorted[sorted.length - 1] as number, runs: values.length };
+  return {
+    median: sorted[Math.floor(sorted.length / 2)] as number,
+    min: sorted[0] as number,
+    max: sorted[sorted.length - 1] as number,
+    runs: values.length,
+  };
 }
 
 const fmt = (f: Figure, digits = 0) =>
@@ -55,7 +60,8 @@ function mskEvents(records: number, perEvent: number, invalidRatio: number, seed
     for (let i = 0; i < Math.min(perEvent, records - offset); i++) {
       const record = model.next();
       let value = record.value;
-      if (padTo > 0 && typeof value === "string") value = value.replace(/}$/, `, "pad": "${"x".repeat(Math.max(0, padTo - value.length))}"}`);
+      if (padTo > 0 && typeof value === "string")
+        value = value.replace(/}$/, `, "pad": "${"x".repeat(Math.max(0, padTo - value.length))}"}`);
       const partition = i % 3;
       const list = grouped[`user-login-${partition}`] ?? [];
       list.push({
@@ -70,12 +76,20 @@ function mskEvents(records: number, perEvent: number, invalidRatio: number, seed
       });
       grouped[`user-login-${partition}`] = list;
     }
-    events.push({ eventSource: "aws:kafka", eventSourceArn: "arn:aws:kafka:bench", bootstrapServers: "", records: grouped });
+    events.push({
+      eventSource: "aws:kafka",
+      eventSourceArn: "arn:aws:kafka:bench",
+      bootstrapServers: "",
+      records: grouped,
+    });
   }
   return events;
 }
 
-const OPTIONS = { topics: { processed: "processed-user-login", deadLetter: "user-login-dlq" }, processedAt: new Date().toISOString() };
+const OPTIONS = {
+  topics: { processed: "processed-user-login", deadLetter: "user-login-dlq" },
+  processedAt: new Date().toISOString(),
+};
 
 function benchCore(events: MskEvent[], runs: number): { recordsPerSecond: Figure; nsPerRecord: Figure } {
   const records = events.reduce((n, e) => n + Object.values(e.records).reduce((m, l) => m + l.length, 0), 0);
@@ -98,8 +112,12 @@ async function produceAll(kafka: Kafka, topic: string, events: MskEvent[]): Prom
   for (const event of events) {
     const messages = Object.values(event.records)
       .flat()
-      .map((r) => ({ key: r.key ? Buffer.from(r.key, "base64") : null, value: r.value ? Buffer.from(r.value, "base64") : null }));
-    for (let i = 0; i < messages.length; i += 5000) await producer.send({ topic, acks: -1, messages: messages.slice(i, i + 5000) });
+      .map((r) => ({
+        key: r.key ? Buffer.from(r.key, "base64") : null,
+        value: r.value ? Buffer.from(r.value, "base64") : null,
+      }));
+    for (let i = 0; i < messages.length; i += 5000)
+      await producer.send({ topic, acks: -1, messages: messages.slice(i, i + 5000) });
     count += messages.length;
   }
   await producer.disconnect();
@@ -114,7 +132,13 @@ async function lagZero(kafka: Kafka, groupId: string, topic: string, timeoutMs: 
     while (Date.now() < deadline) {
       const ends = await admin.fetchTopicOffsets(topic);
       const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
-      const lag = ends.reduce((n, e) => n + Number(e.high) - Math.max(0, Number(committed?.partitions.find((p) => p.partition === e.partition)?.offset ?? 0)), 0);
+      const lag = ends.reduce(
+        (n, e) =>
+          n +
+          Number(e.high) -
+          Math.max(0, Number(committed?.partitions.find((p) => p.partition === e.partition)?.offset ?? 0)),
+        0,
+      );
       if (lag === 0) return;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -129,12 +153,28 @@ async function pipelineRun(kafka: Kafka, brokers: string[], source: string, coun
   const id = randomUUID().slice(0, 8);
   const processed = `bench-processed-${id}`;
   const dlq = `bench-dlq-${id}`;
-  await ensureTopics(kafka, [{ topic: processed, numPartitions: 3 }, { topic: dlq, numPartitions: 1 }]);
-  const config = loadProcessorConfig({ KAFKA_BROKERS: brokers.join(","), SOURCE_TOPIC: source, PROCESSED_TOPIC: processed, DLQ_TOPIC: dlq });
+  await ensureTopics(kafka, [
+    { topic: processed, numPartitions: 3 },
+    { topic: dlq, numPartitions: 1 },
+  ]);
+  const config = loadProcessorConfig({
+    KAFKA_BROKERS: brokers.join(","),
+    SOURCE_TOPIC: source,
+    PROCESSED_TOPIC: processed,
+    DLQ_TOPIC: dlq,
+  });
   const container = containerSender(config);
   const handler = createHandler({ config, getSender: container.getSender });
   const groupId = `bench-pipeline-${id}`;
-  const harness = new MskEventSourceHarness({ kafka, bootstrapServers: brokers.join(","), topic: source, groupId, batchSize: 10_000, batchWindowMs: 100, invoke: (e) => handler(e, {} as never) });
+  const harness = new MskEventSourceHarness({
+    kafka,
+    bootstrapServers: brokers.join(","),
+    topic: source,
+    groupId,
+    batchSize: 10_000,
+    batchWindowMs: 100,
+    invoke: (e) => handler(e, {} as never),
+  });
   const started = performance.now();
   await harness.start();
   await lagZero(kafka, groupId, source, 600_000);
@@ -162,10 +202,19 @@ async function copyRun(kafka: Kafka, source: string, count: number): Promise<num
     eachBatch: async ({ batch, resolveOffset, commitOffsetsIfNecessary }) => {
       await producer.sendBatch({
         acks: -1,
-        topicMessages: [{ topic: target, messages: batch.messages.map((m) => ({ key: m.key, value: m.value, headers: m.headers })) }],
+        topicMessages: [
+          { topic: target, messages: batch.messages.map((m) => ({ key: m.key, value: m.value, headers: m.headers })) },
+        ],
       });
       resolveOffset(batch.lastOffset());
-      await commitOffsetsIfNecessary({ topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: String(Number(batch.lastOffset()) + 1) }] }] });
+      await commitOffsetsIfNecessary({
+        topics: [
+          {
+            topic: batch.topic,
+            partitions: [{ partition: batch.partition, offset: String(Number(batch.lastOffset()) + 1) }],
+          },
+        ],
+      });
     },
   });
   await lagZero(kafka, groupId, source, 600_000);
@@ -195,13 +244,22 @@ async function clientRuns(kafka: Kafka, brokers: string[], outputs: OutputRecord
   if (chunk.length) chunks.push(chunk);
   const kafkajs = createProducer(kafka);
   await kafkajs.connect();
-  const platformatic = new PlatformaticProducer({ clientId: "bench-platformatic", bootstrapBrokers: brokers, idempotent: true, acks: ProduceAcks.ALL });
+  const platformatic = new PlatformaticProducer({
+    clientId: "bench-platformatic",
+    bootstrapBrokers: brokers,
+    idempotent: true,
+    acks: ProduceAcks.ALL,
+  });
   const toBuffer = (v: Buffer | string | null) => (v === null ? undefined : typeof v === "string" ? Buffer.from(v) : v);
   const result = { kafkajs: [] as number[], platformatic: [] as number[] };
   for (let run = 0; run < runs; run++) {
     let started = performance.now();
     for (const c of chunks) {
-      await kafkajs.send({ topic, acks: -1, messages: c.map((o) => ({ key: o.key, value: o.value, headers: o.headers })) });
+      await kafkajs.send({
+        topic,
+        acks: -1,
+        messages: c.map((o) => ({ key: o.key, value: o.value, headers: o.headers })),
+      });
     }
     result.kafkajs.push(outputs.length / ((performance.now() - started) / 1000));
     started = performance.now();
@@ -212,7 +270,10 @@ async function clientRuns(kafka: Kafka, brokers: string[], outputs: OutputRecord
           key: toBuffer(o.key),
           value: toBuffer(o.value),
           headers: new Map(
-            Object.entries(o.headers).map(([k, v]) => [Buffer.from(k), toBuffer(Array.isArray(v) ? (v[0] ?? null) : v) as Buffer]),
+            Object.entries(o.headers).map(([k, v]) => [
+              Buffer.from(k),
+              toBuffer(Array.isArray(v) ? (v[0] ?? null) : v) as Buffer,
+            ]),
           ),
         })),
       });
@@ -253,7 +314,9 @@ runMain(async () => {
   };
   const line = (label: string, value: string) => console.log(`${label.padEnd(52)} ${value}`);
 
-  console.log(`user-login-pipeline benchmark (${quick ? "quick" : "full"}; ${cpus().length} cores, Node ${process.version})\n`);
+  console.log(
+    `user-login-pipeline benchmark (${quick ? "quick" : "full"}; ${cpus().length} cores, Node ${process.version})\n`,
+  );
   const realistic = mskEvents(coreRecords, 10_000, 0, 1);
   const poisoned = mskEvents(coreRecords, 10_000, 0.2, 2);
   const core = benchCore(realistic, runs);
@@ -265,7 +328,8 @@ runMain(async () => {
 
   let broker: EmbeddedKafka | undefined;
   let brokers: string[];
-  if (flags.brokers || process.env.KAFKA_BROKERS) brokers = parseBrokers((flags.brokers ?? process.env.KAFKA_BROKERS) as string);
+  if (flags.brokers || process.env.KAFKA_BROKERS)
+    brokers = parseBrokers((flags.brokers ?? process.env.KAFKA_BROKERS) as string);
   else {
     broker = new EmbeddedKafka({ heap: "2g" });
     brokers = [await broker.start()];
@@ -275,8 +339,15 @@ runMain(async () => {
 
     // Handler: one 10,000-record event, real producer.
     const id = randomUUID().slice(0, 8);
-    await ensureTopics(kafka, [{ topic: `h-processed-${id}`, numPartitions: 3 }, { topic: `h-dlq-${id}`, numPartitions: 1 }]);
-    const config = loadProcessorConfig({ KAFKA_BROKERS: brokers.join(","), PROCESSED_TOPIC: `h-processed-${id}`, DLQ_TOPIC: `h-dlq-${id}` });
+    await ensureTopics(kafka, [
+      { topic: `h-processed-${id}`, numPartitions: 3 },
+      { topic: `h-dlq-${id}`, numPartitions: 1 },
+    ]);
+    const config = loadProcessorConfig({
+      KAFKA_BROKERS: brokers.join(","),
+      PROCESSED_TOPIC: `h-processed-${id}`,
+      DLQ_TOPIC: `h-dlq-${id}`,
+    });
     const container = containerSender(config);
     const handlerEvent = realistic[0] as MskEvent;
     await processMskEvent(handlerEvent, { config, getSender: container.getSender });
@@ -291,7 +362,11 @@ runMain(async () => {
       total.push(performance.now() - started);
     }
     await container.close();
-    const handler = { totalMs: figure(total), processMs: figure(processing), produceMs: figure(total.map((t, i) => t - (processing[i] as number))) };
+    const handler = {
+      totalMs: figure(total),
+      processMs: figure(processing),
+      produceMs: figure(total.map((t, i) => t - (processing[i] as number))),
+    };
     results.handler = handler;
     line("handler, 10,000-record event: ms per batch", fmt(handler.totalMs, 1));
     line("  decode/validate/transform ms", fmt(handler.processMs, 1));
@@ -324,7 +399,11 @@ runMain(async () => {
     await ensureTopics(kafka, [{ topic: "processed-user-login", numPartitions: 3 }, { topic: "user-login-dlq" }]);
     const env = { KAFKA_BROKERS: brokers.join(",") };
     const cold = Array.from({ length: quick ? 5 : 10 }, () => childRun(bundle, join(dir, "one.json"), env));
-    results.coldStart = { bundleKb, importMs: figure(cold.map((c) => c.importMs)), firstEventMs: figure(cold.map((c) => c.firstEventMs)) };
+    results.coldStart = {
+      bundleKb,
+      importMs: figure(cold.map((c) => c.importMs)),
+      firstEventMs: figure(cold.map((c) => c.firstEventMs)),
+    };
     line("bundle (minified ESM) KB", bundleKb.toFixed(0));
     line("cold start: import ms", fmt(figure(cold.map((c) => c.importMs)), 1));
     line("cold start: import + first 1-record event ms", fmt(figure(cold.map((c) => c.firstEventMs)), 1));
@@ -334,12 +413,19 @@ runMain(async () => {
     const eventMb = statSync(bigFile).size / 2 ** 20;
     const memory = Array.from({ length: 3 }, () => childRun(bundle, bigFile, env));
     results.memory = { eventMb, maxRssMb: figure(memory.map((m) => m.maxRssMb)) };
-    line(`memory: peak RSS, 10,000-record ${eventMb.toFixed(1)} MB event (MB)`, fmt(figure(memory.map((m) => m.maxRssMb)), 0));
+    line(
+      `memory: peak RSS, 10,000-record ${eventMb.toFixed(1)} MB event (MB)`,
+      fmt(figure(memory.map((m) => m.maxRssMb)), 0),
+    );
 
     // Clients on the same produce workload.
     const outputs = realistic.slice(0, quick ? 3 : 10).flatMap((event) => processEvent(event, OPTIONS));
     const clients = await clientRuns(kafka, brokers, outputs, runs);
-    results.clients = { records: outputs.length, ...clients, ratio: clients.platformatic.median / clients.kafkajs.median };
+    results.clients = {
+      records: outputs.length,
+      ...clients,
+      ratio: clients.platformatic.median / clients.kafkajs.median,
+    };
     line(`produce ${outputs.length} outputs: kafkajs rec/s`, fmt(clients.kafkajs));
     line("  @platformatic/kafka rec/s", fmt(clients.platformatic));
     line("  ratio platformatic / kafkajs (medians)", (clients.platformatic.median / clients.kafkajs.median).toFixed(2));

@@ -6,7 +6,7 @@
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
-import { accountingText, account } from "../functions/local/accounting.ts";
+import { account, accountingText } from "../functions/local/accounting.ts";
 import { EmbeddedKafka } from "../functions/local/embedded-kafka.ts";
 import { MskEventSourceHarness } from "../functions/local/harness.ts";
 import { containerSender, createHandler } from "../functions/processor/processor.ts";
@@ -72,8 +72,19 @@ runMain(async () => {
   await harness.start();
   const generator = spawn(
     join(PROJECT_ROOT, "node_modules", ".bin", "tsx"),
-    [join(PROJECT_ROOT, "bin", "generate.ts"), "--brokers", brokers.join(","), "--topic", topics.source, "--rate", String(rate),
-      "--invalid-ratio", String(invalidRatio), "--duration", `${Math.round(minutes * 60)}s`],
+    [
+      join(PROJECT_ROOT, "bin", "generate.ts"),
+      "--brokers",
+      brokers.join(","),
+      "--topic",
+      topics.source,
+      "--rate",
+      String(rate),
+      "--invalid-ratio",
+      String(invalidRatio),
+      "--duration",
+      `${Math.round(minutes * 60)}s`,
+    ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
   let generatorSummary = "";
@@ -106,7 +117,13 @@ runMain(async () => {
       const ends = await admin.fetchTopicOffsets(topics.source);
       const [committed] = await admin.fetchOffsets({ groupId, topics: [topics.source] });
       await admin.disconnect();
-      const lag = ends.reduce((n, e) => n + Number(e.high) - Math.max(0, Number(committed?.partitions.find((p) => p.partition === e.partition)?.offset ?? 0)), 0);
+      const lag = ends.reduce(
+        (n, e) =>
+          n +
+          Number(e.high) -
+          Math.max(0, Number(committed?.partitions.find((p) => p.partition === e.partition)?.offset ?? 0)),
+        0,
+      );
       if (lag === 0 || Date.now() - started > (minutes + 5) * 60_000) {
         clearInterval(poll);
         resolve();
@@ -120,9 +137,13 @@ runMain(async () => {
   console.log(accountingText(result));
   const warm = rss[1] ?? rss[0];
   const growth = warm && rss.length > 1 ? ((rss[rss.length - 1] as number) - warm) / warm : 0;
-  console.log(`RSS after warm-up ${warm ? mb(warm) : "?"} MB, at the end ${mb(rss[rss.length - 1] ?? 0)} MB (${(growth * 100).toFixed(1)}%)`);
+  console.log(
+    `RSS after warm-up ${warm ? mb(warm) : "?"} MB, at the end ${mb(rss[rss.length - 1] ?? 0)} MB (${(growth * 100).toFixed(1)}%)`,
+  );
   const pass = result.ok && growth < 0.25;
-  console.log(`VERDICT: ${pass ? "PASS" : "FAIL"} (${result.ok ? "nothing lost" : "accounting failed"}, ${result.duplicates} duplicates, RSS growth ${(growth * 100).toFixed(1)}%)`);
+  console.log(
+    `VERDICT: ${pass ? "PASS" : "FAIL"} (${result.ok ? "nothing lost" : "accounting failed"}, ${result.duplicates} duplicates, RSS growth ${(growth * 100).toFixed(1)}%)`,
+  );
   await broker?.destroy();
   if (!pass) process.exitCode = 1;
 });

@@ -2,17 +2,15 @@
  * The Lambda asset the CDK stack deploys (NodejsFunction, bundled with lib/bundling.ts's options), loaded from the
  * synthesized cloud assembly and run by the harness on a real broker: one build path from laptop to AWS.
  */
-import { randomUUID } from "node:crypto";
 import { statSync } from "node:fs";
 import { join } from "node:path";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import { describe, expect, it } from "vitest";
 import { GeneratorModel } from "../../functions/generator/model.ts";
-import { MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { loadHandler } from "../../functions/local/lambda-runtime.ts";
 import { createProducer } from "../../functions/shared/kafka.ts";
 import { pipelineStack } from "../support/cdk.ts";
-import { createTopicTrio, groupLag, readTopic, testKafka, waitFor } from "../support/kafka.ts";
+import { createTopicTrio, drain, readTopic, testKafka } from "../support/kafka.ts";
 
 function processorAsset(): string {
   const { app, stack, outdir: assembly } = pipelineStack({}, { bundle: true });
@@ -49,19 +47,12 @@ describe("the processor asset that CDK deploys", () => {
     });
     await producer.disconnect();
 
-    const groupId = `group-${randomUUID()}`;
-    const harness = new MskEventSourceHarness({
-      kafka,
-      bootstrapServers: brokers.join(","),
+    await drain({
       topic: topics.source,
-      groupId,
       batchSize: 100,
       batchWindowMs: 100,
       invoke: handler.invoke,
     });
-    await harness.start();
-    await waitFor("all offsets committed", async () => (await groupLag(kafka, groupId, topics.source)) === 0);
-    await harness.stop();
     await handler.close();
 
     const valid = records.filter((r) => r.kind === "valid").length;

@@ -9,7 +9,7 @@ import { loadHandler } from "../../functions/local/lambda-runtime.ts";
 import { containerSender, createHandler } from "../../functions/processor/processor.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
 import { createProducer } from "../../functions/shared/kafka.ts";
-import { createTopicTrio, groupLag, type PipelineTopics, readTopic, testKafka, waitFor } from "../support/kafka.ts";
+import { createTopicTrio, drain, type PipelineTopics, readTopic, testKafka, waitFor } from "../support/kafka.ts";
 import { validLogin } from "../support/msk.ts";
 
 const { kafka, brokers } = testKafka("pipeline-test");
@@ -98,26 +98,13 @@ describe("the local pipeline on a real broker", () => {
     const inputs = mixedInputs(300);
     await produceInputs(topics.source, inputs);
     const processor = processorFor(topics);
-    const groupId = `group-${randomUUID()}`;
-    const harness = new MskEventSourceHarness({
-      kafka,
-      bootstrapServers: brokers.join(","),
+    const { harness } = await drain({
       topic: topics.source,
-      groupId,
       batchSize: 50,
       batchWindowMs: 100,
       invoke: processor.invoke,
     });
-    await harness.start();
-    try {
-      await waitFor(
-        "the group to commit every offset",
-        async () => (await groupLag(kafka, groupId, topics.source)) === 0,
-      );
-    } finally {
-      await harness.stop();
-      await processor.close();
-    }
+    await processor.close();
 
     const source = await readTopic(kafka, topics.source);
     const { processed, dead, bySource } = await outputsBySource(topics);
@@ -157,12 +144,8 @@ describe("the local pipeline on a real broker", () => {
     const inputs = mixedInputs(60);
     await produceInputs(topics.source, inputs);
     const events: MskEvent[] = [];
-    const groupId = `group-${randomUUID()}`;
-    const harness = new MskEventSourceHarness({
-      kafka,
-      bootstrapServers: brokers.join(","),
+    await drain({
       topic: topics.source,
-      groupId,
       batchSize: 7,
       batchWindowMs: 50,
       eventSourceArn: "arn:aws:kafka:us-east-1:123456789012:cluster/test/abc",
@@ -171,9 +154,6 @@ describe("the local pipeline on a real broker", () => {
         return {};
       },
     });
-    await harness.start();
-    await waitFor("all offsets committed", async () => (await groupLag(kafka, groupId, topics.source)) === 0);
-    await harness.stop();
 
     const lastOffset = new Map<string, number>();
     let total = 0;
@@ -210,12 +190,8 @@ describe("the local pipeline on a real broker", () => {
     await produceInputs(topics.source, mixedInputs(20));
     const delivered: number[][] = [];
     let failedOnce = false;
-    const groupId = `group-${randomUUID()}`;
-    const harness = new MskEventSourceHarness({
-      kafka,
-      bootstrapServers: brokers.join(","),
+    const { harness } = await drain({
       topic: topics.source,
-      groupId,
       batchSize: 20,
       batchWindowMs: 200,
       retryBackoffMs: 50,
@@ -229,9 +205,6 @@ describe("the local pipeline on a real broker", () => {
         return { batchItemFailures: [] };
       },
     });
-    await harness.start();
-    await waitFor("all offsets committed", async () => (await groupLag(kafka, groupId, topics.source)) === 0);
-    await harness.stop();
     const all = delivered.flat();
     expect(new Set(all)).toEqual(new Set(Array.from({ length: 20 }, (_, i) => i)));
     const redelivered = all.filter((offset, i) => all.indexOf(offset) !== i);
@@ -244,12 +217,8 @@ describe("the local pipeline on a real broker", () => {
     const topics = await createTopicTrio(kafka, 1);
     await produceInputs(topics.source, mixedInputs(10));
     let calls = 0;
-    const groupId = `group-${randomUUID()}`;
-    const harness = new MskEventSourceHarness({
-      kafka,
-      bootstrapServers: brokers.join(","),
+    const { harness } = await drain({
       topic: topics.source,
-      groupId,
       batchSize: 100,
       batchWindowMs: 100,
       retryBackoffMs: 50,
@@ -259,9 +228,6 @@ describe("the local pipeline on a real broker", () => {
         return {};
       },
     });
-    await harness.start();
-    await waitFor("all offsets committed", async () => (await groupLag(kafka, groupId, topics.source)) === 0);
-    await harness.stop();
     expect(harness.stats.failedInvocations).toBe(2);
     expect(harness.stats.recordsCommitted).toBe(10);
     expect(harness.stats.recordsDelivered).toBe(30);
@@ -322,18 +288,11 @@ describe("the local pipeline on a real broker", () => {
     });
     const handler = await loadHandler();
     await produceInputs(topics.source, mixedInputs(40));
-    const groupId = `group-${randomUUID()}`;
-    const harness = new MskEventSourceHarness({
-      kafka,
-      bootstrapServers: brokers.join(","),
+    await drain({
       topic: topics.source,
-      groupId,
       batchWindowMs: 100,
       invoke: handler.invoke,
     });
-    await harness.start();
-    await waitFor("all offsets committed", async () => (await groupLag(kafka, groupId, topics.source)) === 0);
-    await harness.stop();
     await handler.close();
     const { processed, dead, bySource } = await outputsBySource(topics);
     expect(processed).toHaveLength(20);

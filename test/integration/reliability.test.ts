@@ -5,8 +5,8 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MskEvent } from "../../functions/core/msk.ts";
-import { GeneratorModel } from "../../functions/generator/model.ts";
 import { kafkaSink } from "../../functions/generator/main.ts";
+import { GeneratorModel } from "../../functions/generator/model.ts";
 import { runGenerator } from "../../functions/generator/run.ts";
 import { type Accounting, account } from "../../functions/local/accounting.ts";
 import { EmbeddedKafka } from "../../functions/local/embedded-kafka.ts";
@@ -28,7 +28,11 @@ afterAll(async () => {
 
 function setup(partialBatchResponse = true) {
   const id = randomUUID().slice(0, 8);
-  const topics = { source: `user-login-${id}`, processed: `processed-user-login-${id}`, deadLetter: `user-login-dlq-${id}` };
+  const topics = {
+    source: `user-login-${id}`,
+    processed: `processed-user-login-${id}`,
+    deadLetter: `user-login-dlq-${id}`,
+  };
   const kafka = createKafka({ brokers: [broker.brokers], clientId: `reliability-${id}`, retries: 10 });
   const config = loadProcessorConfig({
     KAFKA_BROKERS: broker.brokers,
@@ -129,7 +133,11 @@ describe("reliability under faults", () => {
     const producer = createProducer(kafka);
     await producer.connect();
     const records = Array.from({ length: 600 }, () => model.next());
-    await producer.send({ topic: topics.source, acks: -1, messages: records.map((r) => ({ key: r.key, value: r.value })) });
+    await producer.send({
+      topic: topics.source,
+      acks: -1,
+      messages: records.map((r) => ({ key: r.key, value: r.value })),
+    });
     await producer.disconnect();
     await harness.start();
     await waitFor("failed invocations while the DLQ is missing", () => harness.stats.failedInvocations >= 2, 120_000);
@@ -156,10 +164,17 @@ describe("reliability under faults", () => {
     await producer.connect();
     const values = Array.from({ length: 10_000 }, () => {
       const record = model.next();
-      return { key: record.key, value: typeof record.value === "string" ? record.value.replace(/}$/, `, "pad": "${pad}"}`) : record.value };
+      return {
+        key: record.key,
+        value: typeof record.value === "string" ? record.value.replace(/}$/, `, "pad": "${pad}"}`) : record.value,
+      };
     });
-    const big = JSON.stringify({ ...JSON.parse(String(values[0]?.value).replace(/, "pad": "p+"}$/, "}")), blob: "b".repeat(950_000) });
-    for (let i = 0; i < values.length; i += 1000) await producer.send({ topic: topics.source, acks: -1, messages: values.slice(i, i + 1000) });
+    const big = JSON.stringify({
+      ...JSON.parse(String(values[0]?.value).replace(/, "pad": "p+"}$/, "}")),
+      blob: "b".repeat(950_000),
+    });
+    for (let i = 0; i < values.length; i += 1000)
+      await producer.send({ topic: topics.source, acks: -1, messages: values.slice(i, i + 1000) });
     // Alone: with others it would exceed the broker's 1 MB limit per record batch.
     await producer.send({ topic: topics.source, acks: -1, messages: [{ key: "big", value: big }] });
     await producer.disconnect();

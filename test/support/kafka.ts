@@ -4,6 +4,7 @@
 import { randomUUID } from "node:crypto";
 import type { Kafka } from "kafkajs";
 import { inject } from "vitest";
+import { type HarnessOptions, MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { headerText, readTopic as readTopicRecords } from "../../functions/local/read-topic.ts";
 import { createKafka } from "../../functions/shared/kafka.ts";
 import { ensureTopics } from "../../functions/shared/topics.ts";
@@ -87,4 +88,28 @@ export async function waitFor(
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/**
+ * Runs the emulated event source mapping on the shared broker with a fresh consumer group until that group has
+ * committed every offset of `options.topic`, then stops it.
+ */
+export async function drain(
+  options: Omit<HarnessOptions, "kafka" | "bootstrapServers" | "groupId">,
+  timeoutMs = 60_000,
+): Promise<{ harness: MskEventSourceHarness; groupId: string }> {
+  const { kafka, brokers } = testKafka("drain");
+  const groupId = `group-${randomUUID()}`;
+  const harness = new MskEventSourceHarness({ ...options, kafka, bootstrapServers: brokers.join(","), groupId });
+  await harness.start();
+  try {
+    await waitFor(
+      `${options.topic} drained`,
+      async () => (await groupLag(kafka, groupId, options.topic)) === 0,
+      timeoutMs,
+    );
+  } finally {
+    await harness.stop();
+  }
+  return { harness, groupId };
 }

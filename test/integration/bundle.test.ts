@@ -8,9 +8,8 @@ import { Match, Template } from "aws-cdk-lib/assertions";
 import { describe, expect, it } from "vitest";
 import { GeneratorModel } from "../../functions/generator/model.ts";
 import { loadHandler } from "../../functions/local/lambda-runtime.ts";
-import { createProducer } from "../../functions/shared/kafka.ts";
 import { pipelineStack } from "../support/cdk.ts";
-import { createTopicTrio, drain, readTopic, testKafka } from "../support/kafka.ts";
+import { createTopicTrio, drain, processorEnvironment, produce, readTopic, testKafka } from "../support/kafka.ts";
 
 function processorAsset(): string {
   const { app, stack, outdir: assembly } = pipelineStack({}, { bundle: true });
@@ -29,23 +28,11 @@ describe("the processor asset that CDK deploys", () => {
 
     const { kafka, brokers } = testKafka("bundle-test");
     const topics = await createTopicTrio(kafka, 2);
-    Object.assign(process.env, {
-      KAFKA_BROKERS: brokers.join(","),
-      SOURCE_TOPIC: topics.source,
-      PROCESSED_TOPIC: topics.processed,
-      DLQ_TOPIC: topics.deadLetter,
-    });
+    processorEnvironment(brokers, topics);
     const handler = await loadHandler(bundle);
     const model = new GeneratorModel({ seed: 21, invalidRatio: 0.2 });
     const records = Array.from({ length: 500 }, () => model.next());
-    const producer = createProducer(kafka);
-    await producer.connect();
-    await producer.send({
-      topic: topics.source,
-      acks: -1,
-      messages: records.map((r) => ({ key: r.key, value: r.value })),
-    });
-    await producer.disconnect();
+    await produce(kafka, topics.source, records);
 
     await drain({
       topic: topics.source,

@@ -14,7 +14,15 @@ import { topicOverview } from "../../functions/local/topic-overview.ts";
 import { containerSender, createHandler, type ProcessorDependencies } from "../../functions/processor/processor.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
 import { createProducer } from "../../functions/shared/kafka.ts";
-import { createTopicTrio, groupLag, type PipelineTopics, readTopic, testKafka, waitFor } from "../support/kafka.ts";
+import {
+  createTopicTrio,
+  groupLag,
+  type PipelineTopics,
+  produce,
+  readTopic,
+  testKafka,
+  waitFor,
+} from "../support/kafka.ts";
 
 const { kafka, brokers } = testKafka("dlq-test");
 
@@ -54,14 +62,7 @@ describe("the dead-letter workflow", () => {
     const topics = await createTopicTrio(kafka, 2);
     const model = new GeneratorModel({ seed: 42, invalidRatio: 0.3, missingDeviceTypeRatio: 0.1 });
     const records = Array.from({ length: 600 }, () => model.next());
-    const producer = createProducer(kafka);
-    await producer.connect();
-    await producer.send({
-      topic: topics.source,
-      acks: -1,
-      messages: records.map((r) => ({ key: r.key, value: r.value })),
-    });
-    await producer.disconnect();
+    await produce(kafka, topics.source, records);
     const groupId = `group-${randomUUID()}`;
     await drain(topics, groupId);
 

@@ -9,7 +9,15 @@ import { loadHandler } from "../../functions/local/lambda-runtime.ts";
 import { containerSender, createHandler } from "../../functions/processor/processor.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
 import { createProducer } from "../../functions/shared/kafka.ts";
-import { createTopicTrio, drain, type PipelineTopics, readTopic, testKafka, waitFor } from "../support/kafka.ts";
+import {
+  createTopicTrio,
+  drain,
+  type PipelineTopics,
+  processorEnvironment,
+  readTopic,
+  testKafka,
+  waitFor,
+} from "../support/kafka.ts";
 import { validLogin } from "../support/msk.ts";
 
 const { kafka, brokers } = testKafka("pipeline-test");
@@ -280,12 +288,7 @@ describe("the local pipeline on a real broker", () => {
 
   it("runs the real handler module, configured from the environment", async () => {
     const topics = await createTopicTrio(kafka, 2);
-    Object.assign(process.env, {
-      KAFKA_BROKERS: brokers.join(","),
-      SOURCE_TOPIC: topics.source,
-      PROCESSED_TOPIC: topics.processed,
-      DLQ_TOPIC: topics.deadLetter,
-    });
+    processorEnvironment(brokers, topics);
     const handler = await loadHandler();
     await produceInputs(topics.source, mixedInputs(40));
     await drain({

@@ -6,7 +6,7 @@ import type { Kafka } from "kafkajs";
 import { inject } from "vitest";
 import { type HarnessOptions, MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { headerText, readTopic as readTopicRecords } from "../../functions/local/read-topic.ts";
-import { createKafka } from "../../functions/shared/kafka.ts";
+import { createKafka, createProducer } from "../../functions/shared/kafka.ts";
 import { ensureTopics } from "../../functions/shared/topics.ts";
 
 export function testKafka(clientId = "test"): { kafka: Kafka; brokers: string[] } {
@@ -112,4 +112,29 @@ export async function drain(
     await harness.stop();
   }
   return { harness, groupId };
+}
+
+/** Produces records (acks=all) in one request. */
+export async function produce(
+  kafka: Kafka,
+  topic: string,
+  records: readonly { key: string | Buffer | null; value: string | Buffer | null }[],
+): Promise<void> {
+  const producer = createProducer(kafka);
+  await producer.connect();
+  try {
+    await producer.send({ topic, acks: -1, messages: records.map((r) => ({ key: r.key, value: r.value })) });
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+/** Points the processor's environment (read when its module loads) at the shared broker and these topics. */
+export function processorEnvironment(brokers: readonly string[], topics: PipelineTopics): void {
+  Object.assign(process.env, {
+    KAFKA_BROKERS: brokers.join(","),
+    SOURCE_TOPIC: topics.source,
+    PROCESSED_TOPIC: topics.processed,
+    DLQ_TOPIC: topics.deadLetter,
+  });
 }

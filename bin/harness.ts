@@ -24,6 +24,7 @@ const USAGE = `usage: npm run harness -- --brokers HOST:PORT [flags]
   --batch-window-ms N      longest wait to fill a batch, 0..${MAX_BATCH_WINDOW_MS} (default: 500)
   --starting-position P    TRIM_HORIZON (default) | LATEST | AT_TIMESTAMP, for a group without committed offsets
   --starting-timestamp T   with AT_TIMESTAMP: ISO-8601 time or epoch milliseconds
+  --session-timeout-ms N   how long the group waits for a harness that died, 6000..300000 (default: 30000)
   --handler PATH           module exporting handler (default: the processor, ${DEFAULT_HANDLER})`;
 
 runMain(async () => {
@@ -37,6 +38,7 @@ runMain(async () => {
       "batch-window-ms": { type: "string" },
       "starting-position": { type: "string" },
       "starting-timestamp": { type: "string" },
+      "session-timeout-ms": { type: "string" },
       handler: { type: "string" },
     },
     USAGE,
@@ -72,6 +74,7 @@ runMain(async () => {
     batchWindowMs: intFlag(flags["batch-window-ms"], "batch-window-ms", 500, 0, MAX_BATCH_WINDOW_MS),
     startingPosition,
     startingTimestamp,
+    sessionTimeoutMs: intFlag(flags["session-timeout-ms"], "session-timeout-ms", 30_000, 6000, 300_000),
     invoke: handler.invoke,
   });
   const stopping = untilSignal();

@@ -39,6 +39,8 @@ export interface HarnessOptions {
   readonly retryBackoffMs?: number;
   /** @default 10000 */
   readonly maxRetryBackoffMs?: number;
+  /** How long the group waits for a member that stopped answering (6000..300000). @default 30000 */
+  readonly sessionTimeoutMs?: number;
   /** The function: gets the event, returns its response or throws. */
   readonly invoke: (event: MskEvent) => Promise<unknown>;
 }
@@ -160,6 +162,7 @@ export class MskEventSourceHarness {
     }
     const consumer = kafka.consumer({
       groupId: this.groupId,
+      sessionTimeout: this.options.sessionTimeoutMs ?? 30_000,
       maxWaitTimeInMs: Math.max(10, Math.min(this.batchWindowMs, 5000)),
       // Enough per fetch to fill a 6 MB event: a batch never waits on a second fetch (each fetch's shares are in flight).
       maxBytesPerPartition: this.maxBatchBytes,

@@ -2,20 +2,22 @@
  * Fault scenarios on the real broker, each closed by the at-least-once accounting: every source offset has an
  * output, no output lacks a source, duplicates are counted, and the group's lag returns to zero.
  */
+import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MskEvent } from "../../functions/core/msk.ts";
 import { kafkaSink } from "../../functions/generator/main.ts";
 import { GeneratorModel } from "../../functions/generator/model.ts";
 import { runGenerator } from "../../functions/generator/run.ts";
 import { type Accounting, account } from "../../functions/local/accounting.ts";
-import { EmbeddedKafka } from "../../functions/local/embedded-kafka.ts";
+import { EmbeddedKafka, REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
 import { MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { containerSender, createHandler } from "../../functions/processor/processor.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
 import { createKafka, createProducer } from "../../functions/shared/kafka.ts";
 import { ensureTopics } from "../../functions/shared/topics.ts";
-import { groupLag, waitFor } from "../support/kafka.ts";
+import { groupLag, produce as produceRecords, waitFor } from "../support/kafka.ts";
 
 /** A broker of its own: these scenarios stop it and delete topics. */
 const broker = new EmbeddedKafka({ heap: "768m" });
@@ -201,5 +203,90 @@ describe("reliability under faults", () => {
     const result = await account(kafka, topics, groupId);
     expectAccounted(result, 10_001);
     expect(result.duplicates).toBe(0);
+  });
+});
+
+describe("reliability under faults (processes and poison)", () => {
+  it("redelivers the uncommitted batch when the harness is killed mid-run and restarted, losing nothing", async () => {
+    const { kafka, topics, groupId, createTopics } = setup();
+    await createTopics();
+    const model = new GeneratorModel({ seed: 10, invalidRatio: 0.1 });
+    await produceRecords(
+      kafka,
+      topics.source,
+      Array.from({ length: 4000 }, () => model.next()),
+    );
+    const start = (processedTopic: string) =>
+      spawn(
+        join(REPO_ROOT, "node_modules", ".bin", "tsx"),
+        [
+          join(REPO_ROOT, "bin", "harness.ts"),
+          "--brokers",
+          broker.brokers,
+          "--topic",
+          topics.source,
+          "--group",
+          groupId,
+          "--batch-size",
+          "100",
+          "--batch-window-ms",
+          "50",
+          "--session-timeout-ms",
+          "6000",
+        ],
+        {
+          stdio: "ignore",
+          env: { ...process.env, PROCESSED_TOPIC: processedTopic, DLQ_TOPIC: topics.deadLetter, LOG_LEVEL: "ERROR" },
+        },
+      );
+    // The first container cannot finish its batch (its processed topic does not exist): it is killed mid-batch.
+    const first = start(`${topics.processed}-missing`);
+    const admin = kafka.admin();
+    await admin.connect();
+    await waitFor(
+      "the first harness to join and hold a batch",
+      async () => {
+        const { groups } = await admin.describeGroups([groupId]);
+        return groups[0]?.state === "Stable";
+      },
+      60_000,
+      200,
+    );
+    await admin.disconnect();
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    first.kill("SIGKILL");
+    await new Promise((resolve) => first.once("exit", resolve));
+    expect(await groupLag(kafka, groupId, topics.source)).toBe(4000);
+    const second = start(topics.processed);
+    try {
+      await settle(kafka, groupId, topics.source);
+    } finally {
+      second.kill("SIGTERM");
+      await new Promise((resolve) => second.once("exit", resolve));
+    }
+    expectAccounted(await account(kafka, topics, groupId), 4000);
+  });
+
+  it("keeps every partition moving through a 20% poison mix at a high rate", async () => {
+    const { kafka, topics, groupId, harness, container, createTopics } = setup();
+    await createTopics();
+    const producer = createProducer(kafka);
+    await producer.connect();
+    const sent = await runGenerator({
+      model: new GeneratorModel({ seed: 11, invalidRatio: 0.2 }),
+      sink: kafkaSink(producer, topics.source),
+      rate: 3000,
+      count: 9000,
+      signal: new AbortController().signal,
+    });
+    await producer.disconnect();
+    await harness.start();
+    await settle(kafka, groupId, topics.source);
+    await harness.stop();
+    await container.close();
+    expect(Object.values(harness.stats.lagByPartition)).toEqual([0, 0, 0]);
+    const result = await account(kafka, topics, groupId);
+    expectAccounted(result, sent.sent);
+    expect(result.deadLettered / result.outputs).toBeGreaterThan(0.2);
   });
 });

@@ -1,5 +1,6 @@
 /**
- * The Lambda adapter's logic (the entry point is handler.ts): MSK event in, records produced to the processed and dead-letter topics, summary out.
+ * The Lambda adapter's logic (the entry point is handler.ts): MSK event in, records produced to the processed and
+ * dead-letter topics, summary out.
  *
  * Failure semantics are at-least-once. The event source mapping commits a batch's offsets when the invocation
  * succeeds, so this handler only succeeds for records that are durably written (acks=all). When producing fails it
@@ -76,6 +77,7 @@ export async function processMskEvent(event: MskEvent, deps: ProcessorDependenci
   const counts = summarize(outputs);
   let written = 0;
   let batchItemFailures: BatchItemFailure[] = [];
+  let failure: Error | undefined;
   if (outputs.length > 0) {
     const sender = await deps.getSender(event);
     const result = await sender.send(outputs);
@@ -89,13 +91,7 @@ export async function processMskEvent(event: MskEvent, deps: ProcessorDependenci
         batchItemFailures,
         error: cause.message,
       });
-      if (!partialBatchResponse) {
-        throw new ProduceError(
-          `wrote ${written} of ${outputs.length} records before producing failed: ${cause.message}; ` +
-            "failing the invocation so that the event source mapping retries the batch",
-          { cause },
-        );
-      }
+      failure = cause;
     }
   }
   const summary: HandlerSummary = { ...counts, written, ms: Math.round(performance.now() - started) };
@@ -113,6 +109,14 @@ export async function processMskEvent(event: MskEvent, deps: ProcessorDependenci
     ...summary,
     failedPartitions: batchItemFailures.length,
   });
+  // Metrics and the summary line first: a failed batch is counted too (ProduceFailures).
+  if (failure && !partialBatchResponse) {
+    throw new ProduceError(
+      `wrote ${written} of ${outputs.length} records before producing failed: ${failure.message}; ` +
+        "failing the invocation so that the event source mapping retries the batch",
+      { cause: failure },
+    );
+  }
   return { batchItemFailures, summary };
 }
 

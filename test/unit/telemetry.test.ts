@@ -129,3 +129,27 @@ describe("the processor's logs", () => {
     }
   });
 });
+
+describe("metrics of a failed batch", () => {
+  it("counts the records it could not write as ProduceFailures, also when the invocation then fails", async () => {
+    const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: METRICS_SERVICE });
+    let stdout = "";
+    const write = process.stdout.write;
+    process.stdout.write = ((chunk: string | Uint8Array) => {
+      stdout += chunk.toString();
+      return true;
+    }) as typeof process.stdout.write;
+    try {
+      const handler = createHandler({
+        config: loadProcessorConfig({}),
+        getSender: async () => ({ send: async () => ({ written: 4, error: new Error("broker gone") }) }),
+        metrics,
+      });
+      await expect(handler(loadEvent("mixed-batch.json"), lambdaContext())).rejects.toThrow(/wrote 4 of 10 records/);
+    } finally {
+      process.stdout.write = write;
+    }
+    const main = emfDocuments(stdout).find((d) => d[METRIC.recordsIn] !== undefined) as Emf;
+    expect(main[METRIC.produceFailures]).toBe(6);
+  });
+});

@@ -105,6 +105,32 @@ function benchCore(events: MskEvent[], runs: number): { recordsPerSecond: Figure
   return { recordsPerSecond: rate, nsPerRecord: figure(rates.map((r) => 1e9 / r)) };
 }
 
+/**
+ * The floor under the core, on the same events: only what no implementation can skip per record (base64 decode,
+ * UTF-8 decode, JSON.parse of the value, JSON.stringify of a result); no validation, headers or transform.
+ */
+function benchFloor(events: MskEvent[], runs: number): Figure {
+  const decoder = new TextDecoder("utf-8", { fatal: false });
+  const records = events.flatMap((event) => Object.values(event.records).flat());
+  const rates: number[] = [];
+  let sink = 0;
+  for (let run = 0; run < runs + 1; run++) {
+    const started = process.hrtime.bigint();
+    for (const record of records) {
+      if (!record.value) continue;
+      const text = decoder.decode(Buffer.from(record.value, "base64"));
+      try {
+        sink += JSON.stringify(JSON.parse(text)).length;
+      } catch {
+        sink += 1;
+      }
+    }
+    if (run > 0) rates.push((records.length * 1e9) / Number(process.hrtime.bigint() - started));
+  }
+  if (sink < 0) console.log(sink);
+  return figure(rates);
+}
+
 async function produceAll(kafka: Kafka, topic: string, events: MskEvent[]): Promise<number> {
   const producer = createProducer(kafka);
   await producer.connect();
@@ -320,11 +346,19 @@ runMain(async () => {
   const realistic = mskEvents(coreRecords, 10_000, 0, 1);
   const poisoned = mskEvents(coreRecords, 10_000, 0.2, 2);
   const core = benchCore(realistic, runs);
+  const floor = benchFloor(realistic, runs);
   const corePoison = benchCore(poisoned, runs);
-  results.core = { realistic: core, invalid20: corePoison };
+  results.core = {
+    realistic: core,
+    invalid20: corePoison,
+    floor,
+    ratioToFloor: core.recordsPerSecond.median / floor.median,
+  };
   line(`core, ${coreRecords} records, 5% no device_type: rec/s`, fmt(core.recordsPerSecond));
   line("core, same: ns/record", fmt(core.nsPerRecord));
   line("core, 20% invalid: rec/s", fmt(corePoison.recordsPerSecond));
+  line("floor (base64 + UTF-8 + JSON.parse + JSON.stringify only): rec/s", fmt(floor));
+  line("  ratio core / floor (medians)", (core.recordsPerSecond.median / floor.median).toFixed(2));
 
   let broker: EmbeddedKafka | undefined;
   let brokers: string[];

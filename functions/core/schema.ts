@@ -1,7 +1,7 @@
 /**
  * The input contract: schemas/user-login.schema.json, compiled once per process by ajv.
  */
-import { Ajv, type ErrorObject } from "ajv";
+import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import ajvErrors from "ajv-errors";
 import addFormats from "ajv-formats";
 import processedSchema from "../../schemas/processed-user-login.schema.json" with { type: "json" };
@@ -39,8 +39,16 @@ export function userLoginSchema(): Record<string, unknown> {
 export function compileInputSchema(schema: Record<string, unknown>) {
   return newAjv().compile(schema);
 }
-/** The output contract, for tests and consumers; the processor itself does not re-validate its output. */
-export const validateProcessedUserLogin = ajv.compile(processedSchema);
+let processedValidator: ValidateFunction | undefined;
+
+/**
+ * The output contract, for tests and consumers. Compiled on first use: the processor never re-validates its output,
+ * so a cold start does not pay for it.
+ */
+export function processedUserLoginValidator(): ValidateFunction {
+  processedValidator ??= ajv.compile(processedSchema);
+  return processedValidator;
+}
 
 /**
  * One sentence per schema error, joined with "; ": the JSON pointer of the offending field (if any), then what

@@ -10,7 +10,10 @@ import {
   processRecord,
   summarize,
 } from "../../functions/core/process.ts";
-import { validateProcessedUserLogin, validateUserLogin } from "../../functions/core/schema.ts";
+import { processedUserLoginValidator, validateUserLogin } from "../../functions/core/schema.ts";
+
+const validateProcessedUserLogin = processedUserLoginValidator();
+
 import { headerText, loadEvent, mskRecord, validLogin } from "../support/msk.ts";
 
 const options = {

@@ -22,7 +22,8 @@ export function headerText(headers: IHeaders, name: string): string | undefined 
   return last === undefined ? undefined : last.toString();
 }
 
-export async function readTopic(kafka: Kafka, topic: string, timeoutMs = 60_000): Promise<TopicRecord[]> {
+/** Reads until the end offsets; fails only when nothing arrives for `idleTimeoutMs` (large topics take long). */
+export async function readTopic(kafka: Kafka, topic: string, idleTimeoutMs = 30_000): Promise<TopicRecord[]> {
   const admin = kafka.admin();
   await admin.connect();
   const records: TopicRecord[] = [];
@@ -38,16 +39,23 @@ export async function readTopic(kafka: Kafka, topic: string, timeoutMs = 60_000)
     await consumer.subscribe({ topic, fromBeginning: true });
     try {
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(
-          () => reject(new Error(`reading ${topic} timed out after ${timeoutMs} ms with ${records.length} records`)),
-          timeoutMs,
-        );
+        const idle = () =>
+          setTimeout(
+            () =>
+              reject(
+                new Error(`reading ${topic}: nothing arrived for ${idleTimeoutMs} ms, at ${records.length} records`),
+              ),
+            idleTimeoutMs,
+          );
+        let timer = idle();
         void consumer.run({
           autoCommit: false,
           eachMessage: async ({ partition, message }) => {
             const end = remaining.get(partition);
             const offset = Number(message.offset);
             if (end === undefined || offset >= end) return;
+            clearTimeout(timer);
+            timer = idle();
             records.push({
               partition,
               offset,

@@ -23,7 +23,7 @@ import { estimateBytes } from "../functions/processor/sender.ts";
 import { loadProcessorConfig, parseBrokers } from "../functions/shared/config.ts";
 import { createKafka, createProducer } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
-import { ensureTopics } from "../functions/shared/topics.ts";
+import { ensureTopics, groupLag } from "../functions/shared/topics.ts";
 import { bundleOptions, PROJECT_ROOT } from "../lib/bundling.ts";
 import { parseFlags, runMain } from "./cli.ts";
 
@@ -151,27 +151,12 @@ async function produceAll(kafka: Kafka, topic: string, events: MskEvent[]): Prom
 }
 
 async function lagZero(kafka: Kafka, groupId: string, topic: string, timeoutMs: number): Promise<void> {
-  const admin = kafka.admin();
-  await admin.connect();
   const deadline = Date.now() + timeoutMs;
-  try {
-    while (Date.now() < deadline) {
-      const ends = await admin.fetchTopicOffsets(topic);
-      const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
-      const lag = ends.reduce(
-        (n, e) =>
-          n +
-          Number(e.high) -
-          Math.max(0, Number(committed?.partitions.find((p) => p.partition === e.partition)?.offset ?? 0)),
-        0,
-      );
-      if (lag === 0) return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`group ${groupId} did not catch up on ${topic} in time`);
-  } finally {
-    await admin.disconnect();
+  while (Date.now() < deadline) {
+    if ((await groupLag(kafka, groupId, topic)) === 0) return;
+    await new Promise((r) => setTimeout(r, 100));
   }
+  throw new Error(`group ${groupId} did not catch up on ${topic} in time`);
 }
 
 /** The pipeline (harness + handler) draining `source`, in records/s. */

@@ -13,7 +13,7 @@ import { containerSender, createHandler } from "../functions/processor/processor
 import { loadProcessorConfig, parseBrokers } from "../functions/shared/config.ts";
 import { createKafka } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
-import { ensureTopics } from "../functions/shared/topics.ts";
+import { ensureTopics, groupLag } from "../functions/shared/topics.ts";
 import { PROJECT_ROOT } from "../lib/bundling.ts";
 import { numberFlag, parseFlags, runMain } from "./cli.ts";
 
@@ -110,26 +110,11 @@ runMain(async () => {
   }, 60_000);
   await generatorDone;
   clearInterval(tick);
-  await new Promise<void>((resolve) => {
-    const poll = setInterval(async () => {
-      const admin = kafka.admin();
-      await admin.connect();
-      const ends = await admin.fetchTopicOffsets(topics.source);
-      const [committed] = await admin.fetchOffsets({ groupId, topics: [topics.source] });
-      await admin.disconnect();
-      const lag = ends.reduce(
-        (n, e) =>
-          n +
-          Number(e.high) -
-          Math.max(0, Number(committed?.partitions.find((p) => p.partition === e.partition)?.offset ?? 0)),
-        0,
-      );
-      if (lag === 0 || Date.now() - started > (minutes + 5) * 60_000) {
-        clearInterval(poll);
-        resolve();
-      }
-    }, 1000);
-  });
+  rss.push(process.memoryUsage().rss);
+  // Drain: wait until the group has committed everything (or give up 5 minutes past the run).
+  while ((await groupLag(kafka, groupId, topics.source)) > 0 && Date.now() - started < (minutes + 5) * 60_000) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
   await harness.stop();
   await container.close();
   const result = await account(kafka, topics, groupId);

@@ -4,6 +4,7 @@
  */
 import type { Kafka } from "kafkajs";
 import { HEADER } from "../core/process.ts";
+import { groupLag } from "../shared/topics.ts";
 import { headerText, readTopic } from "./read-topic.ts";
 
 export interface Accounting {
@@ -45,19 +46,7 @@ export async function account(
   const missing = [...sources].filter((id) => !seen.has(id));
   let duplicates = 0;
   for (const count of seen.values()) duplicates += count - 1;
-  const admin = kafka.admin();
-  await admin.connect();
-  let lag = 0;
-  try {
-    const ends = await admin.fetchTopicOffsets(topics.source);
-    const [committed] = await admin.fetchOffsets({ groupId, topics: [topics.source] });
-    for (const end of ends) {
-      const at = Number(committed?.partitions.find((p) => p.partition === end.partition)?.offset ?? -1);
-      lag += Number(end.high) - Math.max(at, Number(end.low));
-    }
-  } finally {
-    await admin.disconnect();
-  }
+  const lag = await groupLag(kafka, groupId, topics.source);
   return {
     inputs: inputs.length,
     outputs: processed.length + dead.length,

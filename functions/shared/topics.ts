@@ -44,3 +44,24 @@ export async function ensureTopics(kafka: Kafka, topics: readonly TopicSpec[]): 
     await admin.disconnect();
   }
 }
+
+/**
+ * A consumer group's lag on a topic: over its partitions, end offset minus the committed offset (or the log start,
+ * when nothing is committed or retention deleted past it).
+ */
+export async function groupLag(kafka: Kafka, groupId: string, topic: string): Promise<number> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const ends = await admin.fetchTopicOffsets(topic);
+    const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+    let lag = 0;
+    for (const end of ends) {
+      const at = Number(committed?.partitions.find((p) => p.partition === end.partition)?.offset ?? -1);
+      lag += Number(end.high) - Math.max(at, Number(end.low));
+    }
+    return lag;
+  } finally {
+    await admin.disconnect();
+  }
+}

@@ -7,7 +7,9 @@ import { inject } from "vitest";
 import { type HarnessOptions, MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { headerText, readTopic as readTopicRecords } from "../../functions/local/read-topic.ts";
 import { createKafka, createProducer } from "../../functions/shared/kafka.ts";
-import { ensureTopics } from "../../functions/shared/topics.ts";
+import { ensureTopics, groupLag } from "../../functions/shared/topics.ts";
+
+export { groupLag };
 
 export function testKafka(clientId = "test"): { kafka: Kafka; brokers: string[] } {
   const brokers = inject("kafkaBrokers").split(",");
@@ -55,24 +57,6 @@ export async function readTopic(kafka: Kafka, topic: string, timeoutMs = 30_000)
       Object.keys(record.headers).map((name) => [name, headerText(record.headers, name) ?? ""]),
     ),
   }));
-}
-
-/** Sum over partitions of (end offset - committed offset) for a group. */
-export async function groupLag(kafka: Kafka, groupId: string, topic: string): Promise<number> {
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    const ends = await admin.fetchTopicOffsets(topic);
-    const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
-    let lag = 0;
-    for (const end of ends) {
-      const offset = Number(committed?.partitions.find((p) => p.partition === end.partition)?.offset ?? -1);
-      lag += Number(end.high) - Math.max(0, offset);
-    }
-    return lag;
-  } finally {
-    await admin.disconnect();
-  }
 }
 
 /** Polls `check` every `intervalMs` until it returns true; fails with `what` after `timeoutMs`. */

@@ -90,7 +90,7 @@ function expectAccounted(result: Accounting, inputs: number) {
   console.info(`accounting: ${inputs} inputs, ${result.duplicates} duplicates`);
 }
 
-describe("reliability under faults", () => {
+describe("reliability under faults", { timeout: 300_000 }, () => {
   it("loses nothing when the broker is killed while the generator and harness run, and restarts 10 s later", async () => {
     const { kafka, topics, groupId, harness, container, createTopics } = setup();
     await createTopics();
@@ -206,7 +206,7 @@ describe("reliability under faults", () => {
   });
 });
 
-describe("reliability under faults (processes and poison)", () => {
+describe("reliability under faults (processes and poison)", { timeout: 300_000 }, () => {
   it("redelivers the uncommitted batch when the harness is killed mid-run and restarted, losing nothing", async () => {
     const { kafka, topics, groupId, createTopics } = setup();
     await createTopics();

@@ -98,6 +98,11 @@ export interface ProcessorConfig {
   readonly partialBatchResponse: boolean;
   /** Upper bound on the bytes of one produce request. */
   readonly produceChunkBytes: number;
+  /**
+   * The destination topics' `max.message.bytes` (PROCESSED_MAX_MESSAGE_BYTES, DLQ_MAX_MESSAGE_BYTES): what one
+   * partition's share of a produce request may hold. The stack and `topics --create` create the topics with these.
+   */
+  readonly maxMessageBytes: { readonly processed: number; readonly deadLetter: number };
 }
 
 export function requireEnv(env: Env, name: string): string {
@@ -161,12 +166,25 @@ export function loadTopics(env: Env): TopicConfig {
   return topics;
 }
 
+/**
+ * The largest produce request the processor builds: a quarter of the broker's default `socket.request.max.bytes`
+ * (100 MiB) and more than any topic limit MSK Serverless allows (8 MiB).
+ */
+export const MAX_REQUEST_BYTES = 16 * 1024 * 1024;
+/** Kafka's default `max.message.bytes`; see topic-settings.ts (which re-exports both). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 1_048_588;
+export const DEAD_LETTER_MAX_MESSAGE_BYTES = 2 * 1_048_576;
+
 export function loadProcessorConfig(env: Env = process.env): ProcessorConfig {
   return {
     connection: loadConnectionConfig(env),
     clientId: text(env, "KAFKA_CLIENT_ID", "user-login-processor"),
     topics: loadTopics(env),
     partialBatchResponse: parseBoolean(env, "PARTIAL_BATCH_RESPONSE", false),
-    produceChunkBytes: parseInteger(env, "PRODUCE_CHUNK_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+    produceChunkBytes: parseInteger(env, "PRODUCE_CHUNK_BYTES", 1024 * 1024, 1024, MAX_REQUEST_BYTES),
+    maxMessageBytes: {
+      processed: parseInteger(env, "PROCESSED_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, 1024, MAX_REQUEST_BYTES),
+      deadLetter: parseInteger(env, "DLQ_MAX_MESSAGE_BYTES", DEAD_LETTER_MAX_MESSAGE_BYTES, 1024, MAX_REQUEST_BYTES),
+    },
   };
 }

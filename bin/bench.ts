@@ -12,17 +12,17 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Producer as PlatformaticProducer, ProduceAcks } from "@platformatic/kafka";
 import { build } from "esbuild";
-import type { Kafka } from "kafkajs";
+import type { IHeaders, Kafka } from "kafkajs";
 import type { MskEvent, MskRecord } from "../functions/core/msk.ts";
 import { type OutputRecord, processEvent } from "../functions/core/process.ts";
 import { GeneratorModel } from "../functions/generator/model.ts";
 import { EmbeddedKafka } from "../functions/local/embedded-kafka.ts";
 import { MskEventSourceHarness } from "../functions/local/harness.ts";
 import { containerSender, createHandler, processMskEvent } from "../functions/processor/processor.ts";
-import { estimateBytes } from "../functions/processor/sender.ts";
 import { loadProcessorConfig, parseBrokers } from "../functions/shared/config.ts";
 import { createKafka, createProducer } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
+import { sizeConfigs } from "../functions/shared/topic-settings.ts";
 import { ensureTopics, groupLag } from "../functions/shared/topics.ts";
 import { bundleOptions, PROJECT_ROOT } from "../lib/bundling.ts";
 import { parseFlags, runMain } from "./cli.ts";
@@ -165,8 +165,8 @@ async function pipelineRun(kafka: Kafka, brokers: string[], source: string, coun
   const processed = `bench-processed-${id}`;
   const dlq = `bench-dlq-${id}`;
   await ensureTopics(kafka, [
-    { topic: processed, numPartitions: 3 },
-    { topic: dlq, numPartitions: 1 },
+    { topic: processed, numPartitions: 3, configs: sizeConfigs("processed") },
+    { topic: dlq, numPartitions: 1, configs: sizeConfigs("deadLetter") },
   ]);
   const config = loadProcessorConfig({
     KAFKA_BROKERS: brokers.join(","),
@@ -243,7 +243,7 @@ async function clientRuns(kafka: Kafka, brokers: string[], outputs: OutputRecord
   let chunk: OutputRecord[] = [];
   let bytes = 0;
   for (const output of outputs) {
-    const size = estimateBytes(output);
+    const size = output.bytes;
     if (chunk.length > 0 && bytes + size > 1024 * 1024) {
       chunks.push(chunk);
       chunk = [];
@@ -269,7 +269,7 @@ async function clientRuns(kafka: Kafka, brokers: string[], outputs: OutputRecord
       await kafkajs.send({
         topic,
         acks: -1,
-        messages: c.map((o) => ({ key: o.key, value: o.value, headers: o.headers })),
+        messages: c.map((o) => ({ key: o.key, value: o.value, headers: o.headers as IHeaders })),
       });
     }
     result.kafkajs.push(outputs.length / ((performance.now() - started) / 1000));
@@ -359,8 +359,8 @@ runMain(async () => {
     // Handler: one 10,000-record event, real producer.
     const id = randomUUID().slice(0, 8);
     await ensureTopics(kafka, [
-      { topic: `h-processed-${id}`, numPartitions: 3 },
-      { topic: `h-dlq-${id}`, numPartitions: 1 },
+      { topic: `h-processed-${id}`, numPartitions: 3, configs: sizeConfigs("processed") },
+      { topic: `h-dlq-${id}`, numPartitions: 1, configs: sizeConfigs("deadLetter") },
     ]);
     const config = loadProcessorConfig({
       KAFKA_BROKERS: brokers.join(","),
@@ -393,7 +393,7 @@ runMain(async () => {
 
     // End to end against the copy baseline, interleaved.
     const source = `bench-source-${randomUUID().slice(0, 8)}`;
-    await ensureTopics(kafka, [{ topic: source, numPartitions: 3 }]);
+    await ensureTopics(kafka, [{ topic: source, numPartitions: 3, configs: sizeConfigs("source") }]);
     const count = await produceAll(kafka, source, mskEvents(e2eRecords, 10_000, 0, 3));
     const pipeline: number[] = [];
     const baseline: number[] = [];
@@ -415,7 +415,10 @@ runMain(async () => {
     const bundleKb = statSync(bundle).size / 1024;
     const one = mskEvents(1, 1, 0, 4)[0] as MskEvent;
     writeFileSync(join(dir, "one.json"), JSON.stringify(one));
-    await ensureTopics(kafka, [{ topic: "processed-user-login", numPartitions: 3 }, { topic: "user-login-dlq" }]);
+    await ensureTopics(kafka, [
+      { topic: "processed-user-login", numPartitions: 3, configs: sizeConfigs("processed") },
+      { topic: "user-login-dlq", configs: sizeConfigs("deadLetter") },
+    ]);
     const env = { KAFKA_BROKERS: brokers.join(",") };
     const cold = Array.from({ length: quick ? 5 : 10 }, () => childRun(bundle, join(dir, "one.json"), env));
     results.coldStart = {

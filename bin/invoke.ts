@@ -23,7 +23,7 @@ const text = (value: Buffer | string | null): string | null => (value === null ?
 export function dryRunLine(output: OutputRecord): string {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(output.headers)) {
-    headers[name] = Array.isArray(value) ? String(value[value.length - 1]) : value.toString();
+    headers[name] = String(Array.isArray(value) ? value[value.length - 1] : value);
   }
   const line: Record<string, unknown> = {
     topic: output.topic,

@@ -13,6 +13,7 @@ import { containerSender, createHandler } from "../functions/processor/processor
 import { loadProcessorConfig, parseBrokers } from "../functions/shared/config.ts";
 import { createKafka } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
+import { sizeConfigs } from "../functions/shared/topic-settings.ts";
 import { ensureTopics, groupLag } from "../functions/shared/topics.ts";
 import { PROJECT_ROOT } from "../lib/bundling.ts";
 import { numberFlag, parseFlags, runMain } from "./cli.ts";
@@ -46,9 +47,9 @@ runMain(async () => {
   const topics = { source: `soak-${id}`, processed: `soak-processed-${id}`, deadLetter: `soak-dlq-${id}` };
   const kafka = createKafka({ brokers, clientId: "soak", retries: 10 });
   await ensureTopics(kafka, [
-    { topic: topics.source, numPartitions: 3 },
-    { topic: topics.processed, numPartitions: 3 },
-    { topic: topics.deadLetter, numPartitions: 1 },
+    { topic: topics.source, numPartitions: 3, configs: sizeConfigs("source") },
+    { topic: topics.processed, numPartitions: 3, configs: sizeConfigs("processed") },
+    { topic: topics.deadLetter, numPartitions: 1, configs: sizeConfigs("deadLetter") },
   ]);
   const config = loadProcessorConfig({
     KAFKA_BROKERS: brokers.join(","),

@@ -15,6 +15,7 @@ import { startProgress, summaryText } from "../functions/local/progress.ts";
 import { loadConnectionConfig, loadTopics } from "../functions/shared/config.ts";
 import { connectKafka, createProducer } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
+import { sizeConfigs } from "../functions/shared/topic-settings.ts";
 import { ensureTopics } from "../functions/shared/topics.ts";
 import { intFlag, numberFlag, parseFlags, runMain, untilSignal } from "./cli.ts";
 
@@ -59,9 +60,9 @@ runMain(async () => {
   }
   const { kafka, brokers } = await connectKafka(loadConnectionConfig(env), "user-login-local");
   const created = await ensureTopics(kafka, [
-    { topic: topics.source, numPartitions: partitions },
-    { topic: topics.processed, numPartitions: partitions },
-    { topic: topics.deadLetter, numPartitions: 1 },
+    { topic: topics.source, numPartitions: partitions, configs: sizeConfigs("source") },
+    { topic: topics.processed, numPartitions: partitions, configs: sizeConfigs("processed") },
+    { topic: topics.deadLetter, numPartitions: 1, configs: sizeConfigs("deadLetter") },
   ]);
   if (created.length > 0) console.error(`created topics: ${created.join(", ")}`);
 

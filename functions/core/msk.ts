@@ -3,8 +3,9 @@
  * Keys and values are base64; headers are arrays of single-entry objects whose value is the header's bytes.
  */
 
+/** One header: its name and its value's bytes (null for a header without a value). */
 export interface MskRecordHeader {
-  [name: string]: number[];
+  [name: string]: number[] | null;
 }
 
 export interface MskRecord {

@@ -5,10 +5,18 @@
  */
 
 import type { ErrorObject } from "ajv";
+import { isWholeNumberToken, jsonSyntaxError, type Member, objectMembers } from "./json-text.ts";
 import { type MskEvent, type MskRecord, partitionId } from "./msk.ts";
+import { RECORD_BATCH_OVERHEAD, recordBytes } from "./record-size.ts";
 import { describeSchemaErrors, type UserLogin, validateUserLogin } from "./schema.ts";
 
-export const ERROR_CODES = ["EMPTY_VALUE", "INVALID_JSON", "SCHEMA_VIOLATION", "PROCESSING_ERROR"] as const;
+export const ERROR_CODES = [
+  "EMPTY_VALUE",
+  "INVALID_JSON",
+  "SCHEMA_VIOLATION",
+  "OUTPUT_TOO_LARGE",
+  "PROCESSING_ERROR",
+] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export const HEADER = {
@@ -20,8 +28,12 @@ export const HEADER = {
 } as const;
 const OWN_HEADERS = new Set<string>(Object.values(HEADER));
 
-export type HeaderValue = Buffer | string;
-/** Kafka headers as an object; a name that occurs more than once in the source holds an array, in order. */
+/** A header value: bytes, text, or null (Kafka allows a header without a value). */
+export type HeaderValue = Buffer | string | null;
+/**
+ * Kafka headers as an object without a prototype (a header named `constructor` or `__proto__` is just a name); a name
+ * that occurs more than once in the source holds an array, in order.
+ */
 export type OutputHeaders = Record<string, HeaderValue | HeaderValue[]>;
 
 export interface SourceCoordinates {
@@ -35,6 +47,8 @@ interface OutputBase {
   readonly key: Buffer | string | null;
   readonly headers: OutputHeaders;
   readonly source: SourceCoordinates;
+  /** The record's size inside a Kafka record batch (an upper bound; see record-size.ts). */
+  readonly bytes: number;
 }
 
 export interface ProcessedOutput extends OutputBase {
@@ -72,6 +86,11 @@ export interface ProcessOptions {
   readonly processedAt: string;
   /** @default the compiled schemas/user-login.schema.json */
   readonly validate?: InputValidator;
+  /**
+   * The processed topic's `max.message.bytes`: a processed record that cannot fit becomes an OUTPUT_TOO_LARGE dead
+   * letter. @default no limit
+   */
+  readonly maxProcessedBytes?: number;
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -82,16 +101,19 @@ function decodeBase64(text: string | null | undefined): Buffer | null {
   return text == null ? null : Buffer.from(text, "base64");
 }
 
+/** A header map without a prototype: every name is an own key, `__proto__` and `constructor` included. */
+export const newHeaders = (): OutputHeaders => Object.create(null) as OutputHeaders;
+
 function sourceHeaders(record: MskRecord): OutputHeaders {
-  const headers: OutputHeaders = {};
+  const headers = newHeaders();
   if (record.headers) {
     for (const header of record.headers) {
-      for (const name in header) {
+      for (const name of Object.keys(header)) {
         // Our own headers describe this hop; a stale copy from an earlier hop (e.g. a redriven dead letter) is replaced.
         if (OWN_HEADERS.has(name)) continue;
         const bytes = header[name];
-        if (!Array.isArray(bytes)) throw new TypeError(`header "${name}" is not an array of bytes`);
-        const value = Buffer.from(bytes);
+        if (bytes !== null && !Array.isArray(bytes)) throw new TypeError("a header value is not an array of bytes");
+        const value = bytes === null ? null : Buffer.from(bytes);
         const existing = headers[name];
         if (existing === undefined) headers[name] = value;
         else if (Array.isArray(existing)) existing.push(value);
@@ -129,6 +151,7 @@ function deadLetter(
     value,
     headers,
     source: coordinates(record),
+    bytes: recordBytes(key, value, headers),
     errorCode,
     errorMessage,
   };
@@ -148,29 +171,75 @@ export function toIsoSeconds(timestamp: number | string): string {
   return lastIso;
 }
 
-function transform(
-  record: MskRecord,
-  event: UserLogin,
-  headers: OutputHeaders,
-  options: ProcessOptions,
-): ProcessedOutput {
-  const createdAt = toIsoSeconds(event.timestamp);
-  // JSON.stringify leaves out properties whose value is undefined: cheaper than delete, and keeps key order.
-  (event as Record<string, unknown>).timestamp = undefined;
-  event.created_at = createdAt;
-  event.processed_at = options.processedAt;
-  const sourceKey = decodeBase64(record.key);
-  return {
-    kind: "processed",
-    topic: options.topics.processed,
-    key: sourceKey !== null && sourceKey.length > 0 ? sourceKey : event.user_id,
-    value: JSON.stringify(event),
-    headers,
-    source: coordinates(record),
-  };
+const TIMESTAMP = "timestamp";
+const CREATED_AT = "created_at";
+const PROCESSED_AT = "processed_at";
+
+/**
+ * The processed value from the input's own text: every member byte for byte, in order, except `timestamp` (left out)
+ * and `created_at` / `processed_at` (set; in place when the input had them, else appended).
+ */
+function processedText(text: string, members: readonly Member[], createdAt: string, processedAt: string): string {
+  let out = "{";
+  let hasCreated = false;
+  let hasProcessed = false;
+  for (const member of members) {
+    const { name } = member;
+    if (name === TIMESTAMP) continue;
+    if (out.length > 1) out += ",";
+    if (name === CREATED_AT || name === PROCESSED_AT) {
+      out += `${text.slice(member.start, member.valueStart)}"${name === CREATED_AT ? createdAt : processedAt}"`;
+      if (name === CREATED_AT) hasCreated = true;
+      else hasProcessed = true;
+    } else out += text.slice(member.start, member.end);
+  }
+  if (!hasCreated) out += `${out.length > 1 ? "," : ""}"${CREATED_AT}":"${createdAt}"`;
+  if (!hasProcessed) out += `,"${PROCESSED_AT}":"${processedAt}"`;
+  return `${out}}`;
 }
 
-const reason = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+/** The problem with an event's members that the schema cannot see, or undefined. */
+function memberProblem(text: string, members: readonly Member[], known: ReadonlySet<string>): string | undefined {
+  const seen = new Set<string>();
+  for (const member of members) {
+    if (seen.has(member.name)) {
+      // A name that is not the schema's is record bytes: say where, not what.
+      const what = known.has(member.name) ? `/${member.name}` : `a property name at character ${member.start}`;
+      return `${what} occurs more than once (property names must be unique)`;
+    }
+    seen.add(member.name);
+    if (member.name === TIMESTAMP && text.charCodeAt(member.valueStart) !== 0x22) {
+      if (!isWholeNumberToken(text.slice(member.valueStart, member.end))) {
+        return "/timestamp must be a whole number of seconds (a fraction, if any, all zeros)";
+      }
+    }
+  }
+  return undefined;
+}
+
+const SCHEMA_PROPERTIES: ReadonlySet<string> = new Set([
+  "user_id",
+  "app_version",
+  "device_type",
+  "ip",
+  "locale",
+  "device_id",
+  TIMESTAMP,
+  CREATED_AT,
+  PROCESSED_AT,
+]);
+
+/** An unexpected error as words of our own: its class, never its message (which may quote the input). */
+const errorKind = (error: unknown): string => (error instanceof Error ? error.name : typeof error);
+
+/** Where JSON.parse failed, as "kind at byte N", from our own scanner: never the text itself. */
+function describeJsonError(text: string, value: Buffer, error: unknown): string {
+  const syntax = jsonSyntaxError(text);
+  if (!syntax) return `value is not valid JSON (${errorKind(error)})`;
+  // Byte offset in the record's value; the decoder dropped a UTF-8 byte order mark, which is 3 bytes.
+  const bom = value[0] === 0xef && value[1] === 0xbb && value[2] === 0xbf ? 3 : 0;
+  return `value is not valid JSON: ${syntax.kind} at byte ${bom + Buffer.byteLength(text.slice(0, syntax.index))}`;
+}
 
 /** Turns one MSK record into exactly one output record; never throws. */
 export function processRecord(record: MskRecord, options: ProcessOptions): OutputRecord {
@@ -193,14 +262,7 @@ export function processRecord(record: MskRecord, options: ProcessOptions): Outpu
     try {
       parsed = JSON.parse(text);
     } catch (error) {
-      return deadLetter(
-        record,
-        value,
-        headers,
-        options.topics,
-        "INVALID_JSON",
-        `value is not valid JSON: ${reason(error)}`,
-      );
+      return deadLetter(record, value, headers, options.topics, "INVALID_JSON", describeJsonError(text, value, error));
     }
     const validate = options.validate ?? validateUserLogin;
     if (!validate(parsed)) {
@@ -213,19 +275,42 @@ export function processRecord(record: MskRecord, options: ProcessOptions): Outpu
         describeSchemaErrors(validate.errors),
       );
     }
-    return transform(record, parsed as UserLogin, headers, options);
+    const members = objectMembers(text);
+    const problem = memberProblem(text, members, SCHEMA_PROPERTIES);
+    if (problem) return deadLetter(record, value, headers, options.topics, "SCHEMA_VIOLATION", problem);
+    const event = parsed as UserLogin;
+    const sourceKey = decodeBase64(record.key);
+    const key = sourceKey !== null && sourceKey.length > 0 ? sourceKey : event.user_id;
+    const processed = processedText(text, members, toIsoSeconds(event.timestamp), options.processedAt);
+    const bytes = recordBytes(key, processed, headers);
+    const limit = options.maxProcessedBytes;
+    if (limit !== undefined && RECORD_BATCH_OVERHEAD + bytes > limit) {
+      const message =
+        `the processed record would take ${RECORD_BATCH_OVERHEAD + bytes} bytes in a record batch, over ` +
+        `${options.topics.processed}'s max.message.bytes of ${limit}`;
+      return deadLetter(record, value, headers, options.topics, "OUTPUT_TOO_LARGE", message);
+    }
+    return {
+      kind: "processed",
+      topic: options.topics.processed,
+      key,
+      value: processed,
+      headers,
+      source: coordinates(record),
+      bytes,
+    };
   } catch (error) {
     let headers: OutputHeaders;
     try {
       headers = sourceHeaders(record);
     } catch {
-      headers = {
-        [HEADER.sourceTopic]: String(record.topic),
-        [HEADER.sourcePartition]: String(record.partition),
-        [HEADER.sourceOffset]: String(record.offset),
-      };
+      headers = newHeaders();
+      headers[HEADER.sourceTopic] = String(record.topic);
+      headers[HEADER.sourcePartition] = String(record.partition);
+      headers[HEADER.sourceOffset] = String(record.offset);
     }
-    return deadLetter(record, value, headers, options.topics, "PROCESSING_ERROR", `unexpected error: ${reason(error)}`);
+    const message = `unexpected error (${errorKind(error)}) while processing the record`;
+    return deadLetter(record, value, headers, options.topics, "PROCESSING_ERROR", message);
   }
 }
 

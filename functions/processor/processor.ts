@@ -11,7 +11,6 @@ import { injectLambdaContext } from "@aws-lambda-powertools/logger/middleware";
 import type { Metrics } from "@aws-lambda-powertools/metrics";
 import { logMetrics } from "@aws-lambda-powertools/metrics/middleware";
 import middy from "@middy/core";
-import type { Producer } from "kafkajs";
 import { type MskEvent, parseMskEvent } from "../core/msk.ts";
 import {
   type BatchItemFailure,
@@ -22,9 +21,9 @@ import {
   summarize,
 } from "../core/process.ts";
 import { type ProcessorConfig, parseBrokers } from "../shared/config.ts";
-import { type AwsClients, connectKafka, createProducer } from "../shared/kafka.ts";
+import { type AwsClients, connectKafka, createProducer, ProducerSlot } from "../shared/kafka.ts";
 import { log, logger } from "../shared/log.ts";
-import { kafkaSender, type OutputSender } from "./sender.ts";
+import { kafkaSender, type OutputSender, OutputTooLargeError } from "./sender.ts";
 import { addBatchMetrics, offsetRanges, recordAges } from "./telemetry.ts";
 
 export interface HandlerSummary extends BatchSummary {
@@ -73,11 +72,13 @@ export async function processMskEvent(event: MskEvent, deps: ProcessorDependenci
     topics: { processed: topics.processed, deadLetter: topics.deadLetter },
     processedAt: now.toISOString(),
     validate: deps.validate,
+    maxProcessedBytes: deps.config.maxMessageBytes.processed,
   });
   const counts = summarize(outputs);
   let written = 0;
   let batchItemFailures: BatchItemFailure[] = [];
   let failure: Error | undefined;
+  let unwritable = 0;
   if (outputs.length > 0) {
     const sender = await deps.getSender(event);
     const result = await sender.send(outputs);
@@ -85,7 +86,9 @@ export async function processMskEvent(event: MskEvent, deps: ProcessorDependenci
     if (written < outputs.length) {
       batchItemFailures = firstUnwrittenPerPartition(outputs, written);
       const cause = result.error ?? new Error("the sender stopped early without an error");
-      log("ERROR", "producing the batch failed", {
+      // A record over its topic's limit fails every retry: a misconfigured cluster, said loudly (metric, alarm).
+      if (cause instanceof OutputTooLargeError) unwritable = 1;
+      log("ERROR", unwritable ? "a record is too large for its topic" : "producing the batch failed", {
         written,
         unwritten: outputs.length - written,
         batchItemFailures,
@@ -100,6 +103,7 @@ export async function processMskEvent(event: MskEvent, deps: ProcessorDependenci
       summary: counts,
       durationMs: summary.ms,
       produceFailures: outputs.length - written,
+      unwritable,
       agesMs: recordAges(event, now.getTime()),
     });
   }
@@ -136,8 +140,8 @@ export function createHandler(deps: ProcessorDependencies) {
 
 /**
  * One idempotent producer per container: created on first use, connected once, reused by later invocations (kafkajs
- * reconnects and re-authenticates it after idle periods and broker restarts). A failed connect is not cached, so the
- * next invocation tries again.
+ * reconnects and re-authenticates it after idle periods and broker restarts) until a send fails: then it is
+ * discarded and the next attempt connects a new one (see ProducerSlot). A failed connect is not cached either.
  */
 export function containerSender(
   config: ProcessorConfig,
@@ -147,9 +151,18 @@ export function containerSender(
   close: () => Promise<void>;
   /** How many producers this container has connected (1 while the first keeps working). */
   readonly connects: () => number;
+  /** How many it discarded after a failed send. */
+  readonly discards: () => number;
 } {
-  let connected: Promise<{ producer: Producer; sender: OutputSender }> | undefined;
-  let connects = 0;
+  let slot: ProducerSlot | undefined;
+  let sender: OutputSender | undefined;
+  const limits = {
+    requestBytes: config.produceChunkBytes,
+    maxMessageBytes: {
+      [config.topics.processed]: config.maxMessageBytes.processed,
+      [config.topics.deadLetter]: config.maxMessageBytes.deadLetter,
+    },
+  };
   const connect = async (event: MskEvent) => {
     const fallback = event.bootstrapServers
       ? parseBrokers(event.bootstrapServers, "event.bootstrapServers")
@@ -167,22 +180,23 @@ export function containerSender(
         { cause: error },
       );
     }
-    connects++;
-    return { producer, sender: kafkaSender(producer, config.produceChunkBytes) };
+    return producer;
   };
   return {
     async getSender(event) {
-      connected ??= connect(event).catch((error: unknown) => {
-        connected = undefined;
-        throw error;
-      });
-      return (await connected).sender;
+      if (!slot) {
+        const created = new ProducerSlot(() => connect(event));
+        slot = created;
+        sender = kafkaSender(created, limits);
+      }
+      // Connect now, so that a connection failure fails the invocation with KafkaConnectError before any send.
+      await slot.run(async () => {});
+      return sender as OutputSender;
     },
     async close() {
-      const current = connected;
-      connected = undefined;
-      if (current) await (await current.catch(() => undefined))?.producer.disconnect();
+      await slot?.close();
     },
-    connects: () => connects,
+    connects: () => slot?.connects ?? 0,
+    discards: () => slot?.discards ?? 0,
   };
 }

@@ -1,8 +1,10 @@
 /**
- * Writing the core's output records to Kafka, in event order, in bounded produce requests.
+ * Writing the core's output records to Kafka, in event order, in produce requests that each destination accepts.
  */
-import type { Message, Producer, TopicMessages } from "kafkajs";
+import type { IHeaders, Message, TopicMessages } from "kafkajs";
 import type { OutputHeaders, OutputRecord } from "../core/process.ts";
+import { RECORD_BATCH_OVERHEAD } from "../core/record-size.ts";
+import type { ProducerSlot } from "../shared/kafka.ts";
 
 export interface SendResult {
   /** How many outputs, from the start, are durably written (acks=all). */
@@ -16,19 +18,42 @@ export interface OutputSender {
   send(outputs: readonly OutputRecord[]): Promise<SendResult>;
 }
 
-function headerBytes(headers: OutputHeaders): number {
-  let bytes = 0;
-  for (const name in headers) {
-    const value = headers[name];
-    const values = Array.isArray(value) ? value : [value];
-    for (const v of values) bytes += name.length + (v === undefined ? 0 : v.length) + 8;
+/** An output that no produce request can carry: it is over its topic's `max.message.bytes` on its own. */
+export class OutputTooLargeError extends Error {
+  constructor(
+    readonly output: OutputRecord,
+    readonly limit: number,
+  ) {
+    super(
+      `a ${output.kind} record of ${RECORD_BATCH_OVERHEAD + output.bytes} bytes (from ${output.source.topic} ` +
+        `partition ${output.source.partition} offset ${output.source.offset}) is over ${output.topic}'s ` +
+        `max.message.bytes of ${limit}: raise that topic's max.message.bytes and the processor's matching setting`,
+    );
+    this.name = "OutputTooLargeError";
   }
-  return bytes;
 }
 
-/** A rough upper bound of a record's size on the wire, to keep produce requests under the broker's limits. */
-export function estimateBytes(output: OutputRecord): number {
-  return 70 + (output.key?.length ?? 0) + (output.value?.length ?? 0) + headerBytes(output.headers);
+export interface SendLimits {
+  /** Upper bound on the bytes of one produce request. */
+  readonly requestBytes: number;
+  /** Each destination topic's `max.message.bytes`; a topic not listed is bounded by requestBytes. */
+  readonly maxMessageBytes: Readonly<Record<string, number>>;
+}
+
+/**
+ * kafkajs 2.2.4 cannot encode a null header value (`sizeOfHeaders` in
+ * node_modules/kafkajs/src/protocol/recordBatch/record/v0/index.js calls Buffer.byteLength(null), which throws), so a
+ * null header value is written as an empty one. Same record size either way (a one-byte varint).
+ */
+const EMPTY = Buffer.alloc(0);
+
+function toKafkaHeaders(headers: OutputHeaders): IHeaders {
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === null) headers[name] = EMPTY;
+    else if (Array.isArray(value) && value.includes(null)) headers[name] = value.map((v) => v ?? EMPTY);
+  }
+  return headers as IHeaders;
 }
 
 function toTopicMessages(outputs: readonly OutputRecord[], from: number, to: number): TopicMessages[] {
@@ -40,30 +65,52 @@ function toTopicMessages(outputs: readonly OutputRecord[], from: number, to: num
       messages = [];
       byTopic.set(output.topic, messages);
     }
-    messages.push({ key: output.key, value: output.value, headers: output.headers });
+    messages.push({ key: output.key, value: output.value, headers: toKafkaHeaders(output.headers) });
   }
   return [...byTopic].map(([topic, messages]) => ({ topic, messages }));
 }
 
 /**
- * Sends outputs in consecutive chunks of at most `maxChunkBytes`, one produce request per chunk, each awaited
- * (acks=all) before the next: when a chunk fails, everything before it is written and nothing after it was tried.
+ * Where the produce request that starts at `start` ends: each topic's records together stay within that topic's
+ * `max.message.bytes` (so every partition's record batch does, whichever partition kafkajs picks), the whole within
+ * `requestBytes`. Returns `start` when the record at `start` cannot fit any request.
  */
-export function kafkaSender(producer: Producer, maxChunkBytes: number): OutputSender {
+export function requestEnd(outputs: readonly OutputRecord[], start: number, limits: SendLimits): number {
+  const perTopic = new Map<string, number>();
+  let total = 0;
+  let end = start;
+  while (end < outputs.length) {
+    const output = outputs[end] as OutputRecord;
+    const limit = limits.maxMessageBytes[output.topic] ?? limits.requestBytes;
+    const topicBytes = perTopic.get(output.topic) ?? RECORD_BATCH_OVERHEAD;
+    if (topicBytes + output.bytes > limit || (end > start && total + output.bytes > limits.requestBytes)) break;
+    perTopic.set(output.topic, topicBytes + output.bytes);
+    total += output.bytes;
+    end++;
+  }
+  return end;
+}
+
+/**
+ * Sends outputs in consecutive produce requests (see requestEnd), each awaited (acks=all) before the next: when one
+ * fails, everything before it is written and nothing after it was tried. The producer comes from a ProducerSlot, so a
+ * failed request also retires the producer that sent it.
+ */
+export function kafkaSender(slot: Pick<ProducerSlot, "run">, limits: SendLimits): OutputSender {
   return {
     async send(outputs) {
       let start = 0;
       while (start < outputs.length) {
-        let end = start;
-        let bytes = 0;
-        while (end < outputs.length) {
-          const size = estimateBytes(outputs[end] as OutputRecord);
-          if (end > start && bytes + size > maxChunkBytes) break;
-          bytes += size;
-          end++;
+        const end = requestEnd(outputs, start, limits);
+        if (end === start) {
+          const output = outputs[start] as OutputRecord;
+          const limit = limits.maxMessageBytes[output.topic] ?? limits.requestBytes;
+          return { written: start, error: new OutputTooLargeError(output, limit) };
         }
         try {
-          await producer.sendBatch({ acks: -1, topicMessages: toTopicMessages(outputs, start, end) });
+          await slot.run((producer) =>
+            producer.sendBatch({ acks: -1, topicMessages: toTopicMessages(outputs, start, end) }),
+          );
         } catch (error) {
           return { written: start, error: error instanceof Error ? error : new Error(String(error)) };
         }

@@ -38,6 +38,8 @@ export interface BatchTelemetry {
   readonly durationMs: number;
   /** Records not written when producing failed. */
   readonly produceFailures: number;
+  /** Records that cannot be written at all (over their topic's max.message.bytes): 0 or 1 per batch. */
+  readonly unwritable: number;
   readonly agesMs: readonly number[];
 }
 
@@ -46,6 +48,7 @@ export function addBatchMetrics(metrics: Metrics, batch: BatchTelemetry): void {
   metrics.addMetric(METRIC.processed, MetricUnit.Count, batch.summary.processed);
   metrics.addMetric(METRIC.deadLettered, MetricUnit.Count, batch.summary.deadLettered);
   metrics.addMetric(METRIC.produceFailures, MetricUnit.Count, batch.produceFailures);
+  metrics.addMetric(METRIC.unwritable, MetricUnit.Count, batch.unwritable);
   metrics.addMetric(METRIC.batchDuration, MetricUnit.Milliseconds, batch.durationMs);
   for (const age of batch.agesMs) metrics.addMetric(METRIC.endToEndAge, MetricUnit.Milliseconds, age);
   for (const [code, count] of Object.entries(batch.summary.deadLetteredByCode)) {

@@ -144,3 +144,66 @@ export function createProducer(kafka: Kafka, retries = 5): Producer {
     retry: { retries, initialRetryTime: 300, maxRetryTime: 5000 },
   });
 }
+
+/**
+ * A producer that is never reused after a failed send: `run` hands out the connected producer; when the work throws,
+ * the producer is disconnected (in the background) and the next `run` connects a new one.
+ *
+ * Why: on a failed produce request kafkajs's idempotent producer rolls back the sequence numbers of *every*
+ * partition in that request (node_modules/kafkajs/src/producer/sendMessages.js, the `catch` around
+ * `broker.produce`: `updateSequence(topic, partition, -messages.length)`), partitions the broker already wrote
+ * included. Reused, its next send to such a partition is refused (OUT_OF_ORDER_SEQUENCE_NUMBER) or, when it carries
+ * as many records, taken by the broker for a retry of the written batch and acknowledged without being written. A new
+ * producer gets a new producer id whose sequences start at 0. kafkajs's own retries inside one send re-send the same
+ * records with the same sequence numbers, which the broker deduplicates: those stay.
+ */
+export class ProducerSlot {
+  private current: Promise<Producer> | undefined;
+  private connected = 0;
+  private discarded = 0;
+
+  /** `connect` makes and connects a new producer; a failed connect is not kept, the next `run` tries again. */
+  constructor(private readonly connect: () => Promise<Producer>) {}
+
+  /** Producers connected so far (1 while the first keeps working). */
+  get connects(): number {
+    return this.connected;
+  }
+
+  /** Producers dropped after a failed send. */
+  get discards(): number {
+    return this.discarded;
+  }
+
+  async run<T>(work: (producer: Producer) => Promise<T>): Promise<T> {
+    let pending = this.current;
+    if (!pending) {
+      pending = this.connect();
+      this.current = pending;
+      pending.then(
+        () => this.connected++,
+        () => {
+          if (this.current === pending) this.current = undefined;
+        },
+      );
+    }
+    const producer = await pending;
+    try {
+      return await work(producer);
+    } catch (error) {
+      if (this.current === pending) {
+        this.current = undefined;
+        this.discarded++;
+        void producer.disconnect().catch(() => {});
+      }
+      throw error;
+    }
+  }
+
+  /** Disconnects the current producer, if any. */
+  async close(): Promise<void> {
+    const pending = this.current;
+    this.current = undefined;
+    if (pending) await (await pending.catch(() => undefined))?.disconnect();
+  }
+}

@@ -10,6 +10,8 @@ export const METRIC = {
   processed: "RecordsProcessed",
   deadLettered: "RecordsDeadLettered",
   produceFailures: "ProduceFailures",
+  /** A record over its topic's max.message.bytes: the batch cannot pass it (a misconfigured cluster). */
+  unwritable: "UnwritableRecords",
   batchDuration: "BatchDuration",
   endToEndAge: "EndToEndAge",
 } as const;

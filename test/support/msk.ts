@@ -53,7 +53,7 @@ export function mskEvent(records: readonly MskRecord[]): MskEvent {
 export function headerText(headers: OutputHeaders, name: string): string | undefined {
   const value = headers[name];
   const first = Array.isArray(value) ? value[0] : value;
-  return first === undefined ? undefined : first.toString();
+  return first === undefined ? undefined : String(first);
 }
 
 export const validLogin = (overrides: Record<string, unknown> = {}): Record<string, unknown> => ({

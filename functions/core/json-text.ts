@@ -214,7 +214,8 @@ export function jsonSyntaxError(text: string): JsonSyntaxError | undefined {
         if (bad) return bad;
         break;
       }
-      if (d !== (object ? CLOSE_BRACE : CLOSE_BRACKET)) return error(object ? "expected ',' or '}'" : "expected ',' or ']'");
+      if (d !== (object ? CLOSE_BRACE : CLOSE_BRACKET))
+        return error(object ? "expected ',' or '}'" : "expected ',' or ']'");
       stack.pop();
       i++;
     }

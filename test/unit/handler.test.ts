@@ -151,8 +151,11 @@ describe("processor configuration", () => {
     [{ PROCESSED_TOPIC: " " }, /PROCESSED_TOPIC is set but empty/],
     [{ DLQ_TOPIC: "user-login" }, /SOURCE_TOPIC, PROCESSED_TOPIC and DLQ_TOPIC must be three different topics/],
     [{ PRODUCE_CHUNK_BYTES: "12k" }, /PRODUCE_CHUNK_BYTES must be a whole number from 1024 to/],
-    [{ PRODUCE_CHUNK_BYTES: String(64 * 1024 * 1024) }, /PRODUCE_CHUNK_BYTES must be a whole number from 1024 to 16777216/],
-    [{ DLQ_MAX_MESSAGE_BYTES: "1e6" }, /DLQ_MAX_MESSAGE_BYTES must be a whole number from 1024 to 16777216/],
+    [
+      { PRODUCE_CHUNK_BYTES: String(64 * 1024 * 1024) },
+      /PRODUCE_CHUNK_BYTES must be a whole number from 1024 to 16777216/,
+    ],
+    [{ DLQ_MAX_MESSAGE_BYTES: "2MB" }, /DLQ_MAX_MESSAGE_BYTES must be a whole number from 1024 to 16777216/],
     [{ PROCESSED_MAX_MESSAGE_BYTES: "0" }, /PROCESSED_MAX_MESSAGE_BYTES must be a whole number from 1024/],
   ])("rejects %j with a message naming the variable", (env, message) => {
     expect(() => loadProcessorConfig(env)).toThrow(message);

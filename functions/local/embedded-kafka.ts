@@ -3,6 +3,24 @@
  *
  * The jars come from Maven Central through `kafka/pom.xml` into the git-ignored `.cache/kafka/<version>/libs`;
  * the broker binds to 127.0.0.1 only, on free ports, with its own data directory and a log file.
+ *
+ * Fault-injection tests route clients through a `FaultProxy` (fault-proxy.ts) with the `proxiedListener` option: the
+ * broker gets a third listener, PROXIED, bound to a free port of its own (`proxiedPort`, the proxy's target) and
+ * advertised as the proxy's address (`proxiedBrokers`). Kafka answers Metadata with the addresses of the listener the
+ * client came in on, so clients that bootstrap at the proxy reach the broker only through it, and clients that
+ * bootstrap at `brokers` stay direct. Either start order works:
+ *
+ *   // broker first
+ *   const proxyPort = await freePort();
+ *   const kafka = new EmbeddedKafka({ proxiedListener: { advertisedPort: proxyPort } });
+ *   await kafka.start();
+ *   const proxy = new FaultProxy({ targetPort: kafka.proxiedPort, port: proxyPort });
+ *   await proxy.start();
+ *
+ *   // proxy first (it holds its port, so nothing can take it in between); the target is read per connection
+ *   const proxy = new FaultProxy({ targetPort: () => kafka.proxiedPort });
+ *   const kafka = new EmbeddedKafka({ proxiedListener: { advertisedPort: await proxy.start() } });
+ *   await kafka.start();
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -109,6 +127,13 @@ export interface EmbeddedKafkaOptions {
     /** SCRAM-SHA-512 users created at format time: name -> password. */
     readonly users: Readonly<Record<string, string>>;
   };
+  /**
+   * A third listener, PROXIED (plaintext), bound to a free port of its own (`proxiedPort`) and advertised as
+   * `127.0.0.1:<advertisedPort>`, where a FaultProxy forwards to `proxiedPort`. @default none
+   */
+  readonly proxiedListener?: {
+    readonly advertisedPort: number;
+  };
   /** Extra server.properties lines. */
   readonly extraProperties?: Readonly<Record<string, string>>;
   /** Progress messages (jar resolution). @default silent */
@@ -121,6 +146,7 @@ export class EmbeddedKafka {
   private port = 0;
   private controllerPort = 0;
   private saslSslPort = 0;
+  private proxiedListenerPort = 0;
   private readonly ownsDataDir: boolean;
   readonly dataDir: string;
 
@@ -137,6 +163,17 @@ export class EmbeddedKafka {
   /** `127.0.0.1:PORT` of the SASL_SSL listener, when configured. */
   get saslSslBrokers(): string {
     return `127.0.0.1:${this.saslSslPort}`;
+  }
+
+  /** The PROXIED listener's real port, the one a FaultProxy must target (0 before start()). */
+  get proxiedPort(): number {
+    return this.proxiedListenerPort;
+  }
+
+  /** `127.0.0.1:ADVERTISED_PORT`, the bootstrap servers string for clients that go through the proxy. */
+  get proxiedBrokers(): string {
+    if (!this.options.proxiedListener) throw new EmbeddedKafkaError("this broker has no proxiedListener");
+    return `127.0.0.1:${this.options.proxiedListener.advertisedPort}`;
   }
 
   get logFile(): string {
@@ -158,6 +195,7 @@ export class EmbeddedKafka {
     if (this.port === 0) this.port = this.options.port ?? (await freePort());
     if (this.controllerPort === 0) this.controllerPort = await freePort();
     if (this.options.saslSsl && this.saslSslPort === 0) this.saslSslPort = await freePort();
+    if (this.options.proxiedListener && this.proxiedListenerPort === 0) this.proxiedListenerPort = await freePort();
     const config = this.writeConfig();
     const classpath = join(libs, "*");
     if (!existsSync(join(this.dataDir, "logs", "meta.properties"))) {
@@ -259,14 +297,34 @@ export class EmbeddedKafka {
     return readFileSync(this.logFile, "utf8").split("\n").slice(-30).join("\n");
   }
 
+  /** listeners, advertised.listeners and their protocol map, for every listener configured. */
+  private listenerProperties(): Record<string, string> {
+    const listeners = [`PLAINTEXT://127.0.0.1:${this.port}`];
+    const advertised = [`PLAINTEXT://127.0.0.1:${this.port}`];
+    const protocols = ["PLAINTEXT:PLAINTEXT"];
+    if (this.options.saslSsl) {
+      listeners.push(`SASL_SSL://127.0.0.1:${this.saslSslPort}`);
+      advertised.push(`SASL_SSL://127.0.0.1:${this.saslSslPort}`);
+      protocols.push("SASL_SSL:SASL_SSL");
+    }
+    if (this.options.proxiedListener) {
+      listeners.push(`PROXIED://127.0.0.1:${this.proxiedListenerPort}`);
+      advertised.push(`PROXIED://127.0.0.1:${this.options.proxiedListener.advertisedPort}`);
+      protocols.push("PROXIED:PLAINTEXT");
+    }
+    listeners.push(`CONTROLLER://127.0.0.1:${this.controllerPort}`);
+    protocols.push("CONTROLLER:PLAINTEXT");
+    return {
+      listeners: listeners.join(","),
+      "advertised.listeners": advertised.join(","),
+      "listener.security.protocol.map": protocols.join(","),
+    };
+  }
+
   private saslSslProperties(): Record<string, string> {
     const tls = this.options.saslSsl;
     if (!tls) return {};
-    const plain = `PLAINTEXT://127.0.0.1:${this.port}`;
     return {
-      listeners: `${plain},SASL_SSL://127.0.0.1:${this.saslSslPort},CONTROLLER://127.0.0.1:${this.controllerPort}`,
-      "advertised.listeners": `${plain},SASL_SSL://127.0.0.1:${this.saslSslPort}`,
-      "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
       "sasl.enabled.mechanisms": "SCRAM-SHA-512",
       "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
         "org.apache.kafka.common.security.scram.ScramLoginModule required;",
@@ -283,11 +341,9 @@ export class EmbeddedKafka {
       "process.roles": "broker,controller",
       "node.id": "1",
       "controller.quorum.voters": `1@127.0.0.1:${this.controllerPort}`,
-      listeners: `PLAINTEXT://127.0.0.1:${this.port},CONTROLLER://127.0.0.1:${this.controllerPort}`,
-      "advertised.listeners": `PLAINTEXT://127.0.0.1:${this.port}`,
+      ...this.listenerProperties(),
       "controller.listener.names": "CONTROLLER",
       "inter.broker.listener.name": "PLAINTEXT",
-      "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
       "log.dirs": join(this.dataDir, "logs"),
       "num.partitions": "1",
       // As on MSK: topics are created by the project, never by a typo in a producer.

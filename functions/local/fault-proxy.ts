@@ -223,7 +223,7 @@ class ProxiedConnection {
       if (this.firstRequest) {
         this.firstRequest = false;
         const armed = this.proxy.takeConnectionFault(clientId, true);
-        if (armed && this.killAfter === undefined) this.killAfter = offset + Math.max(1, armed.bytes);
+        if (armed && this.killAfter === undefined) this.killAfter = offset + armed.bytes;
       }
       const fault = this.proxy.takeRequestFault(apiKey, clientId);
       if (fault?.kind === "drop-request") {
@@ -516,7 +516,8 @@ export class FaultProxy {
       reset(client);
       return;
     }
-    const targetPort = typeof this.options.targetPort === "function" ? this.options.targetPort() : this.options.targetPort;
+    const targetPort =
+      typeof this.options.targetPort === "function" ? this.options.targetPort() : this.options.targetPort;
     const broker = new Socket();
     this.track(client);
     this.track(broker);

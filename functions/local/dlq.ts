@@ -5,6 +5,8 @@
  */
 import type { IHeaders, Kafka, Message } from "kafkajs";
 import { HEADER } from "../core/process.ts";
+import { RECORD_BATCH_OVERHEAD, recordBytes } from "../core/record-size.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../shared/config.ts";
 import { createProducer } from "../shared/kafka.ts";
 import { headerText, readTopic, type TopicRecord } from "./read-topic.ts";
 
@@ -136,6 +138,8 @@ export interface RedriveOptions extends Selection {
   /** The consumer group that remembers how far redrive has read. */
   readonly group: string;
   readonly dryRun?: boolean;
+  /** The target topic's max.message.bytes. @default Kafka's default, the source topic's (topic-settings.ts) */
+  readonly maxRequestBytes?: number;
 }
 
 export interface RedriveResult {
@@ -148,12 +152,18 @@ export interface RedriveResult {
   letters: DeadLetter[];
 }
 
-/** The headers a redriven record carries: the original record's own (not this pipeline's), plus where it came from. */
+/**
+ * The headers a redriven record carries: the original record's own (not this pipeline's), plus where it came from.
+ * Prototype-free, so any name passes; a null value goes out empty (kafkajs cannot encode null header values).
+ */
+const EMPTY = Buffer.alloc(0);
+
 function redriveHeaders(letter: DeadLetter, from: string): IHeaders {
-  const headers: IHeaders = {};
-  for (const [name, value] of Object.entries(letter.headers)) {
+  const headers = Object.create(null) as IHeaders;
+  for (const name of Object.keys(letter.headers)) {
     if (name.startsWith("error.") || name.startsWith("source.")) continue;
-    headers[name] = value;
+    const value = letter.headers[name] as Buffer | null | (Buffer | null)[];
+    headers[name] = Array.isArray(value) ? value.map((v) => v ?? EMPTY) : (value ?? EMPTY);
   }
   headers["redrive.from"] = `${from}/${letter.partition}/${letter.offset}`;
   return headers;
@@ -194,8 +204,19 @@ export async function redrive(kafka: Kafka, options: RedriveOptions): Promise<Re
           value: letter.value,
           headers: redriveHeaders(letter, options.from),
         }));
-        for (let i = 0; i < messages.length; i += 1000) {
-          await producer.send({ topic: options.to, acks: -1, messages: messages.slice(i, i + 1000) });
+        // Requests within the target's max.message.bytes whatever partition a record lands on (see sender.ts).
+        for (let i = 0; i < messages.length; ) {
+          let end = i;
+          let bytes = RECORD_BATCH_OVERHEAD;
+          while (end < messages.length) {
+            const m = messages[end] as Message;
+            const size = recordBytes(m.key, m.value, m.headers as Record<string, Buffer>);
+            if (end > i && bytes + size > (options.maxRequestBytes ?? DEFAULT_MAX_MESSAGE_BYTES)) break;
+            bytes += size;
+            end++;
+          }
+          await producer.send({ topic: options.to, acks: -1, messages: messages.slice(i, end) });
+          i = end;
         }
       } finally {
         await producer.disconnect();

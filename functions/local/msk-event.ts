@@ -2,6 +2,7 @@
  * Builds the event payload Lambda's Kafka event source mapping sends, from records a Kafka consumer fetched.
  */
 import type { MskEvent, MskRecord, MskRecordHeader } from "../core/msk.ts";
+import { fetchedHeaders } from "../shared/kafka.ts";
 
 /** What the harness needs of a fetched Kafka message (kafkajs's KafkaMessage fits). */
 export interface FetchedMessage {
@@ -10,20 +11,20 @@ export interface FetchedMessage {
   readonly attributes?: number;
   readonly key: Buffer | null;
   readonly value: Buffer | null;
-  readonly headers?: Readonly<Record<string, Buffer | string | (Buffer | string)[] | undefined>>;
+  readonly headers?: Readonly<Record<string, Buffer | string | null | (Buffer | string | null)[] | undefined>>;
 }
 
 /** Kafka's record-batch attribute bit for LOG_APPEND_TIME timestamps. */
 const LOG_APPEND_TIME = 0x08;
 
+/** Lambda's header list: one single-entry object per header, its value as a byte array (null without a value). */
 function headersOf(message: FetchedMessage): MskRecordHeader[] {
-  const headers: MskRecordHeader[] = [];
-  for (const name in message.headers) {
-    const value = message.headers[name];
-    if (value === undefined) continue;
-    for (const v of Array.isArray(value) ? value : [value]) headers.push({ [name]: [...Buffer.from(v)] });
-  }
-  return headers;
+  return fetchedHeaders(message.headers).map(([name, value]) => {
+    // An own property, whatever the name: `{ [name]: ... }` would turn "__proto__" into the object's prototype.
+    const header = Object.create(null) as MskRecordHeader;
+    Object.defineProperty(header, name, { value: value === null ? null : [...value], enumerable: true });
+    return header;
+  });
 }
 
 /** One record as Lambda delivers it: base64 key (absent when null) and value (null for a tombstone). */

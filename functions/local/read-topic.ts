@@ -3,7 +3,23 @@
  * anything (a throw-away consumer group, deleted afterwards). For the DLQ tools and the tests.
  */
 import { randomUUID } from "node:crypto";
-import type { IHeaders, Kafka } from "kafkajs";
+import type { Kafka } from "kafkajs";
+import { fetchedHeaders } from "../shared/kafka.ts";
+
+/** Headers as fetched, repaired (see fetchedHeaders), in an object without a prototype; null for no value. */
+export type TopicHeaders = Record<string, Buffer | null | (Buffer | null)[]>;
+
+/** The pairs as a prototype-free object; a repeated name holds an array, in order. */
+export function headerObject(pairs: readonly [string, Buffer | null][]): TopicHeaders {
+  const headers = Object.create(null) as TopicHeaders;
+  for (const [name, value] of pairs) {
+    const existing = headers[name];
+    if (existing === undefined) headers[name] = value;
+    else if (Array.isArray(existing)) existing.push(value);
+    else headers[name] = [existing, value];
+  }
+  return headers;
+}
 
 export interface TopicRecord {
   readonly partition: number;
@@ -12,14 +28,14 @@ export interface TopicRecord {
   readonly timestamp: number;
   readonly key: Buffer | null;
   readonly value: Buffer | null;
-  readonly headers: IHeaders;
+  readonly headers: TopicHeaders;
 }
 
 /** The last value of a header as text, or undefined. */
-export function headerText(headers: IHeaders, name: string): string | undefined {
+export function headerText(headers: TopicHeaders, name: string): string | undefined {
   const value = headers[name];
   const last = Array.isArray(value) ? value[value.length - 1] : value;
-  return last === undefined ? undefined : last.toString();
+  return last === undefined ? undefined : last === null ? "" : last.toString();
 }
 
 /** Reads until the end offsets; fails only when nothing arrives for `idleTimeoutMs` (large topics take long). */
@@ -62,7 +78,7 @@ export async function readTopic(kafka: Kafka, topic: string, idleTimeoutMs = 30_
               timestamp: Number(message.timestamp),
               key: message.key,
               value: message.value,
-              headers: message.headers ?? {},
+              headers: headerObject(fetchedHeaders(message.headers)),
             });
             if (offset + 1 >= end) remaining.delete(partition);
             if (remaining.size === 0) {

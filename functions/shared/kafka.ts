@@ -207,3 +207,32 @@ export class ProducerSlot {
     if (pending) await (await pending.catch(() => undefined))?.disconnect();
   }
 }
+
+type FetchedHeaderValue = Buffer | string | null | undefined;
+
+/**
+ * A fetched message's headers as [name, value] pairs, repaired. kafkajs 2.2.4 decodes headers into a plain object
+ * (node_modules/kafkajs/src/protocol/recordBatch/record/v0/decoder.js: `obj[key] === undefined ? value :
+ * [obj[key], value]`), so for a name Object.prototype has (`constructor`, `toString`, `__proto__`, ...) it reads the
+ * inherited member as an earlier value and delivers `[inherited, value]`. That first element is dropped here. A null
+ * value (a header without a value) stays null. Names keep their first-seen order, repeated values theirs.
+ */
+export function fetchedHeaders(
+  headers: Readonly<Record<string, FetchedHeaderValue | FetchedHeaderValue[]>> | undefined,
+): [string, Buffer | null][] {
+  const pairs: [string, Buffer | null][] = [];
+  if (!headers) return pairs;
+  for (const name of Object.keys(headers)) {
+    let values = headers[name];
+    if (values === undefined) continue;
+    if (Array.isArray(values) && Object.hasOwn(Object.prototype, name)) {
+      const inherited = name === "__proto__" ? Object.prototype : (Object.prototype as Record<string, unknown>)[name];
+      if ((values[0] as unknown) === inherited) values = values.slice(1);
+    }
+    for (const value of Array.isArray(values) ? values : [values]) {
+      if (value === undefined) continue;
+      pairs.push([name, value === null ? null : Buffer.isBuffer(value) ? value : Buffer.from(value)]);
+    }
+  }
+  return pairs;
+}

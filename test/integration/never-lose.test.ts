@@ -39,7 +39,13 @@ function processorFor(topics: PipelineTopics, env: Record<string, string> = {}) 
 /** A key that kafkajs's default (murmur2) partitioner puts on `partition` of a topic with `count` partitions. */
 function keyFor(partition: number, count: number): string {
   const partitioner = Partitioners.DefaultPartitioner();
-  const partitionMetadata = Array.from({ length: count }, (_, p) => ({ partitionId: p, leader: 1 }));
+  const partitionMetadata = Array.from({ length: count }, (_, p) => ({
+    partitionId: p,
+    leader: 1,
+    partitionErrorCode: 0,
+    replicas: [1],
+    isr: [1],
+  }));
   for (let i = 0; ; i++) {
     const key = `key-${i}`;
     if (partitioner({ topic: "t", partitionMetadata, message: { key, value: null } }) === partition) return key;
@@ -153,9 +159,11 @@ describe("headers pass through byte for byte, whatever their names (defect 3)", 
   it("carries constructor, toString, hasOwnProperty and __proto__ headers through harness and handler", async () => {
     const topics = await createTopicTrio(kafka, 1);
     const headers = Object.create(null) as Record<string, Buffer | Buffer[]>;
-    headers.constructor = Buffer.from([0, 1, 2]);
-    headers.toString = Buffer.from("ts");
-    headers.hasOwnProperty = [Buffer.from("h1"), Buffer.from("h2")];
+    Object.assign(headers, {
+      constructor: Buffer.from([0, 1, 2]),
+      toString: Buffer.from("ts"),
+      hasOwnProperty: [Buffer.from("h1"), Buffer.from("h2")],
+    });
     Object.defineProperty(headers, "__proto__", { value: Buffer.from("p"), enumerable: true });
     headers["ünïcödé"] = Buffer.from([0xff, 0xfe]);
     await producer.send({

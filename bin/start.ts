@@ -5,7 +5,7 @@
  * Ctrl-C stops everything cleanly and prints a summary.
  */
 
-import { kafkaSink } from "../functions/generator/main.ts";
+import { kafkaSink, producerSlot } from "../functions/generator/main.ts";
 import { GeneratorModel } from "../functions/generator/model.ts";
 import { runGenerator } from "../functions/generator/run.ts";
 import { EmbeddedKafka } from "../functions/local/embedded-kafka.ts";
@@ -13,7 +13,7 @@ import { MAX_BATCH_SIZE, MskEventSourceHarness } from "../functions/local/harnes
 import { loadHandler } from "../functions/local/lambda-runtime.ts";
 import { startProgress, summaryText } from "../functions/local/progress.ts";
 import { loadConnectionConfig, loadTopics } from "../functions/shared/config.ts";
-import { connectKafka, createProducer } from "../functions/shared/kafka.ts";
+import { connectKafka } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
 import { sizeConfigs } from "../functions/shared/topic-settings.ts";
 import { ensureTopics } from "../functions/shared/topics.ts";
@@ -77,8 +77,7 @@ runMain(async () => {
   });
   await harness.start();
 
-  const producer = createProducer(kafka);
-  await producer.connect();
+  const producer = producerSlot(kafka);
   const generatorStop = new AbortController();
   const model = new GeneratorModel({ invalidRatio });
   let generated = 0;
@@ -102,7 +101,7 @@ runMain(async () => {
   await Promise.race([stopping, generating]);
   generatorStop.abort();
   await generating.catch((error: unknown) => console.error(`generator stopped: ${(error as Error).message}`));
-  await producer.disconnect();
+  await producer.close();
   stopProgress();
   console.error("stopping...");
   await harness.stop();

@@ -1,35 +1,47 @@
 /**
  * The generator as a program: the `npm run generate` CLI and the ECS task's entry point.
  */
-import type { Producer } from "kafkajs";
+import type { Kafka } from "kafkajs";
 import { loadConnectionConfig } from "../shared/config.ts";
-import { connectKafka, createProducer } from "../shared/kafka.ts";
+import { connectKafka, createProducer, ProducerSlot } from "../shared/kafka.ts";
 import { GENERATOR_USAGE, type GeneratorConfig, loadGeneratorConfig } from "./config.ts";
 import { GeneratorModel } from "./model.ts";
 import { dryRunSink, type RecordSink, type RunSummary, runGenerator, sleep } from "./run.ts";
 
-export function kafkaSink(producer: Producer, topic: string): RecordSink {
+/** The generator's producer: idempotent, and replaced after a failed send (see ProducerSlot). */
+export function producerSlot(kafka: Kafka): ProducerSlot {
+  return new ProducerSlot(async () => {
+    const producer = createProducer(kafka);
+    await producer.connect();
+    return producer;
+  });
+}
+
+/** Sends each batch in one request through the slot: a failed send retires its producer, the retry gets a new one. */
+export function kafkaSink(slot: Pick<ProducerSlot, "run">, topic: string): RecordSink {
   return {
     async send(records) {
-      await producer.send({
-        topic,
-        acks: -1,
-        messages: records.map((record) => ({ key: record.key, value: record.value })),
-      });
+      await slot.run((producer) =>
+        producer.send({
+          topic,
+          acks: -1,
+          messages: records.map((record) => ({ key: record.key, value: record.value })),
+        }),
+      );
     },
   };
 }
 
 /** Connects, retrying with backoff (up to 10 s apart) while the broker is unreachable, until connected or aborted. */
 export async function connectWithRetry(
-  producer: Producer,
+  slot: Pick<ProducerSlot, "run">,
   signal: AbortSignal,
   log: (line: string) => void,
 ): Promise<boolean> {
   let delay = 500;
   for (let attempt = 1; !signal.aborted; attempt++) {
     try {
-      await producer.connect();
+      await slot.run(async () => {});
       return true;
     } catch (error) {
       log(`broker not reachable yet (attempt ${attempt}: ${(error as Error).message}); retrying in ${delay} ms`);
@@ -69,14 +81,13 @@ export async function generate(
     ...(config.brokers ? { KAFKA_BROKERS: config.brokers.join(",") } : {}),
   });
   const { kafka, brokers } = await connectKafka(connection, "user-login-generator");
-  const producer = createProducer(kafka);
+  const slot = producerSlot(kafka);
   log(`generator: seed ${model.seed}, ${config.rate} events/s to ${config.topic} on ${brokers.join(",")}`);
-  if (!(await connectWithRetry(producer, signal, log)))
-    return { sent: 0, failed: 0, byKind: {}, elapsedMs: 0, rate: 0 };
+  if (!(await connectWithRetry(slot, signal, log))) return { sent: 0, failed: 0, byKind: {}, elapsedMs: 0, rate: 0 };
   try {
-    return await run(kafkaSink(producer, config.topic));
+    return await run(kafkaSink(slot, config.topic));
   } finally {
-    await producer.disconnect();
+    await slot.close();
   }
 }
 

@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MskEvent } from "../../functions/core/msk.ts";
-import { kafkaSink } from "../../functions/generator/main.ts";
+import { kafkaSink, producerSlot } from "../../functions/generator/main.ts";
 import { GeneratorModel } from "../../functions/generator/model.ts";
 import { runGenerator } from "../../functions/generator/run.ts";
 import { type Accounting, account } from "../../functions/local/accounting.ts";
@@ -15,7 +15,8 @@ import { EmbeddedKafka, REPO_ROOT } from "../../functions/local/embedded-kafka.t
 import { MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { containerSender, createHandler } from "../../functions/processor/processor.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
-import { createKafka, createProducer } from "../../functions/shared/kafka.ts";
+import { createKafka, createProducer, ProducerSlot } from "../../functions/shared/kafka.ts";
+import { sizeConfigs } from "../../functions/shared/topic-settings.ts";
 import { ensureTopics } from "../../functions/shared/topics.ts";
 import { groupLag, produce as produceRecords, waitFor } from "../support/kafka.ts";
 
@@ -61,7 +62,7 @@ function setup(partialBatchResponse = true) {
     ensureTopics(kafka, [
       { topic: topics.source, numPartitions: 3 },
       { topic: topics.processed, numPartitions: 3 },
-      { topic: topics.deadLetter, numPartitions: 1 },
+      { topic: topics.deadLetter, numPartitions: 1, configs: sizeConfigs("deadLetter") },
     ]);
   return { kafka, topics, groupId, harness, container, createTopics };
 }
@@ -94,8 +95,11 @@ describe("reliability under faults", { timeout: 420_000 }, () => {
   it("loses nothing when the broker is killed while the generator and harness run, and restarts 10 s later", async () => {
     const { kafka, topics, groupId, harness, container, createTopics } = setup();
     await createTopics();
-    const producer = createProducer(kafka, 20);
-    await producer.connect();
+    const producer = new ProducerSlot(async () => {
+      const created = createProducer(kafka, 20);
+      await created.connect();
+      return created;
+    });
     const stop = new AbortController();
     const generating = runGenerator({
       model: new GeneratorModel({ seed: 7, invalidRatio: 0.1 }),
@@ -115,7 +119,7 @@ describe("reliability under faults", { timeout: 420_000 }, () => {
     const recoveredMs = Date.now() - killedAt;
     stop.abort();
     const sent = await generating;
-    await producer.disconnect();
+    await producer.close();
     await settle(kafka, groupId, topics.source);
     await harness.stop();
     await container.close();
@@ -145,7 +149,7 @@ describe("reliability under faults", { timeout: 420_000 }, () => {
     await harness.start();
     await waitFor("failed invocations while the DLQ is missing", () => harness.stats.failedInvocations >= 2, 120_000);
     expect(await groupLag(kafka, groupId, topics.source)).toBeGreaterThan(0);
-    await ensureTopics(kafka, [{ topic: topics.deadLetter }]);
+    await ensureTopics(kafka, [{ topic: topics.deadLetter, configs: sizeConfigs("deadLetter") }]);
     await settle(kafka, groupId, topics.source);
     await harness.stop();
     await container.close();
@@ -271,8 +275,7 @@ describe("reliability under faults (processes and poison)", { timeout: 300_000 }
   it("keeps every partition moving through a 20% poison mix at a high rate", async () => {
     const { kafka, topics, groupId, harness, container, createTopics } = setup();
     await createTopics();
-    const producer = createProducer(kafka);
-    await producer.connect();
+    const producer = producerSlot(kafka);
     const sent = await runGenerator({
       model: new GeneratorModel({ seed: 11, invalidRatio: 0.2 }),
       sink: kafkaSink(producer, topics.source),
@@ -280,7 +283,7 @@ describe("reliability under faults (processes and poison)", { timeout: 300_000 }
       count: 9000,
       signal: new AbortController().signal,
     });
-    await producer.disconnect();
+    await producer.close();
     await harness.start();
     await settle(kafka, groupId, topics.source);
     await harness.stop();

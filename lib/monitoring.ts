@@ -198,6 +198,19 @@ export class PipelineMonitoring extends Construct {
       },
       parked.with({ period: FIVE_MINUTES }),
     );
+    alarm(
+      "UnwritableRecords",
+      {
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        alarmDescription:
+          "A record is larger than its destination topic's max.message.bytes: the batch cannot pass it until the topic's " +
+          "limit (and the processor's PROCESSED_MAX_MESSAGE_BYTES / DLQ_MAX_MESSAGE_BYTES) is raised",
+      },
+      pipelineMetric(METRIC.unwritable).with({ period: FIVE_MINUTES }),
+    );
     if (props.generator.desiredCount > 0) {
       alarm(
         "GeneratorNotRunning",

@@ -87,7 +87,7 @@ export async function processMskEvent(event: MskEvent, deps: ProcessorDependenci
       batchItemFailures = firstUnwrittenPerPartition(outputs, written);
       const cause = result.error ?? new Error("the sender stopped early without an error");
       // A record over its topic's limit fails every retry: a misconfigured cluster, said loudly (metric, alarm).
-      if (cause instanceof OutputTooLargeError) unwritable = 1;
+      if (isTooLarge(cause)) unwritable = 1;
       log("ERROR", unwritable ? "a record is too large for its topic" : "producing the batch failed", {
         written,
         unwritten: outputs.length - written,
@@ -122,6 +122,21 @@ export async function processMskEvent(event: MskEvent, deps: ProcessorDependenci
     );
   }
   return { batchItemFailures, summary };
+}
+
+/**
+ * A record over its topic's limit: found by the sender (OutputTooLargeError, from the configured limits) or by the
+ * broker (kafkajs KafkaJSProtocolError type MESSAGE_TOO_LARGE / RECORD_LIST_TOO_LARGE, possibly as the cause of its
+ * KafkaJSNumberOfRetriesExceeded): the topic's real limit is below the configured one.
+ */
+function isTooLarge(error: unknown): boolean {
+  let e = error as { type?: string; cause?: unknown; originalError?: unknown } | undefined;
+  for (let depth = 0; e && depth < 10; depth++) {
+    if (e instanceof OutputTooLargeError || e.type === "MESSAGE_TOO_LARGE" || e.type === "RECORD_LIST_TOO_LARGE")
+      return true;
+    e = (e.cause ?? e.originalError) as typeof e;
+  }
+  return false;
 }
 
 /** Rejects anything that is not an MSK event before the handler runs. */

@@ -2,10 +2,11 @@ import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { Metrics } from "@aws-lambda-powertools/metrics";
 import { describe, expect, it } from "vitest";
-import type { OutputRecord } from "../../functions/core/process.ts";
+import { type OutputRecord, processEvent } from "../../functions/core/process.ts";
 import { REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
 import { lambdaContext } from "../../functions/local/lambda-runtime.ts";
 import { createHandler } from "../../functions/processor/processor.ts";
+import { OutputTooLargeError } from "../../functions/processor/sender.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
 import { ERROR_CODE_DIMENSION, METRIC, METRICS_NAMESPACE, METRICS_SERVICE } from "../../functions/shared/metrics.ts";
 import { pipelineTemplate } from "../support/cdk.ts";
@@ -47,6 +48,13 @@ async function runCapturing(event: unknown, metrics?: Metrics): Promise<{ stdout
   }
   return captured;
 }
+
+/** The first dead letter the core makes of an event. */
+const deadLetterOf = (event: ReturnType<typeof loadEvent>): OutputRecord =>
+  processEvent(event, {
+    topics: { processed: "p", deadLetter: "d" },
+    processedAt: "2026-11-26T00:00:00.000Z",
+  }).find((o) => o.kind === "dead-letter") as OutputRecord;
 
 const emfDocuments = (text: string): Emf[] =>
   text
@@ -151,5 +159,35 @@ describe("metrics of a failed batch", () => {
     }
     const main = emfDocuments(stdout).find((d) => d[METRIC.recordsIn] !== undefined) as Emf;
     expect(main[METRIC.produceFailures]).toBe(6);
+  });
+
+  it.each([
+    ["the sender's own size check", () => new OutputTooLargeError(deadLetterOf(loadEvent("mixed-batch.json")), 1024)],
+    [
+      "the broker (kafkajs MESSAGE_TOO_LARGE inside retries exceeded)",
+      () => Object.assign(new Error("retries exceeded"), { originalError: { type: "MESSAGE_TOO_LARGE" } }),
+    ],
+  ])("says UnwritableRecords=1 when a record is over its topic's limit, found by %s", async (_by, error) => {
+    const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: METRICS_SERVICE });
+    let stdout = "";
+    const write = process.stdout.write;
+    process.stdout.write = ((chunk: string | Uint8Array) => {
+      stdout += chunk.toString();
+      return true;
+    }) as typeof process.stdout.write;
+    try {
+      const handler = createHandler({
+        config: loadProcessorConfig({ PARTIAL_BATCH_RESPONSE: "true" }),
+        getSender: async () => ({ send: async () => ({ written: 3, error: error() }) }),
+        metrics,
+      });
+      const response = await handler(loadEvent("mixed-batch.json"), lambdaContext());
+      expect(response.batchItemFailures.length).toBeGreaterThan(0);
+    } finally {
+      process.stdout.write = write;
+    }
+    const main = emfDocuments(stdout).find((d) => d[METRIC.recordsIn] !== undefined) as Emf;
+    expect(main[METRIC.unwritable]).toBe(1);
+    expect(main[METRIC.produceFailures]).toBe(7);
   });
 });

@@ -19,6 +19,7 @@ import * as msk from "aws-cdk-lib/aws-msk";
 import * as cr from "aws-cdk-lib/custom-resources";
 import { Construct } from "constructs";
 import { kafkaVersion } from "../functions/local/embedded-kafka.ts";
+import { DEFAULT_TOPICS, ESM_FAILURE_TOPIC, sizeConfigs } from "../functions/shared/topic-settings.ts";
 import { pipelineFunction } from "./functions.ts";
 
 export type ClusterType = "serverless" | "provisioned";
@@ -207,12 +208,20 @@ export interface ResolvedTopics {
   readonly esmFailures: string;
 }
 
+/** Each topic's role, for its size configs (functions/shared/topic-settings.ts). */
+const TOPIC_ROLES = {
+  source: "source",
+  processed: "processed",
+  deadLetter: "deadLetter",
+  esmFailures: "esmFailure",
+} as const satisfies Record<keyof ResolvedTopics, Parameters<typeof sizeConfigs>[0]>;
+
 export function resolveTopics(props: TopicProps = {}): ResolvedTopics {
   const topics = {
-    source: props.source ?? "user-login",
-    processed: props.processed ?? "processed-user-login",
-    deadLetter: props.deadLetter ?? "user-login-dlq",
-    esmFailures: props.esmFailures ?? "user-login-esm-failures",
+    source: props.source ?? DEFAULT_TOPICS.source,
+    processed: props.processed ?? DEFAULT_TOPICS.processed,
+    deadLetter: props.deadLetter ?? DEFAULT_TOPICS.deadLetter,
+    esmFailures: props.esmFailures ?? ESM_FAILURE_TOPIC,
   };
   for (const [key, name] of Object.entries(topics)) {
     if (!/^[a-zA-Z0-9._-]{1,249}$/.test(name))
@@ -232,7 +241,9 @@ interface TopicsConstructProps extends TopicProps {
 
 /**
  * The four topics: AWS::MSK::Topic on provisioned clusters; on MSK Serverless (where it does not apply) a custom
- * resource whose function reuses the project's Kafka connection module.
+ * resource whose function reuses the project's Kafka connection module. Each gets its role's `max.message.bytes`
+ * (sizeConfigs): the dead-letter and ESM-failure topics twice the source's, since a dead letter is a source record
+ * plus headers (MSK Serverless allows up to 8 MiB).
  */
 export class PipelineTopics extends Construct {
   readonly partitions: number;
@@ -243,7 +254,12 @@ export class PipelineTopics extends Construct {
     const retentionMs = String(
       checkInteger("topics.retentionHours", props.retentionHours ?? 168, 1, 87_600) * 3_600_000,
     );
-    const names = Object.values(props.names);
+    // Source, processed, DLQ, ESM failures: the order gives the provisioned topics their logical ids.
+    const topics = (Object.keys(TOPIC_ROLES) as (keyof ResolvedTopics)[]).map((key) => ({
+      name: props.names[key],
+      configs: { "retention.ms": retentionMs, ...sizeConfigs(TOPIC_ROLES[key]) },
+    }));
+    const names = topics.map((topic) => topic.name);
     if (props.cluster.type === "provisioned") {
       const brokers = props.cluster.brokerCount as number;
       const replication = Math.min(3, brokers);
@@ -253,14 +269,13 @@ export class PipelineTopics extends Construct {
         1,
         replication,
       );
-      const configs = Fn.base64(JSON.stringify({ "retention.ms": retentionMs, "min.insync.replicas": String(minIsr) }));
-      names.forEach((name, i) => {
+      topics.forEach((topic, i) => {
         new msk.CfnTopic(this, `Topic${i}`, {
           clusterArn: props.cluster.clusterArn,
-          topicName: name,
+          topicName: topic.name,
           partitionCount: this.partitions,
           replicationFactor: replication,
-          configs,
+          configs: Fn.base64(JSON.stringify({ ...topic.configs, "min.insync.replicas": String(minIsr) })),
         });
       });
       return;
@@ -303,10 +318,10 @@ export class PipelineTopics extends Construct {
       serviceToken: provider.serviceToken,
       resourceType: "Custom::KafkaTopics",
       properties: {
-        Topics: names.map((name) => ({
-          Name: name,
+        Topics: topics.map((topic) => ({
+          Name: topic.name,
           Partitions: this.partitions,
-          Configs: { "retention.ms": retentionMs },
+          Configs: topic.configs,
         })),
       },
     });

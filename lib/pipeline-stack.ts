@@ -10,6 +10,7 @@ import * as sources from "aws-cdk-lib/aws-lambda-event-sources";
 import * as logs from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
 import { MAX_BATCH_SIZE } from "../functions/local/harness.ts";
+import { sizeConfigs } from "../functions/shared/topic-settings.ts";
 import { lambdaVpcRole, pipelineFunction } from "./functions.ts";
 import { type GeneratorProps, GeneratorService } from "./generator.ts";
 import { type AlarmProps, PipelineMonitoring } from "./monitoring.ts";
@@ -194,6 +195,9 @@ export class UserLoginPipelineStack extends Stack {
         SOURCE_TOPIC: topics.source,
         PROCESSED_TOPIC: topics.processed,
         DLQ_TOPIC: topics.deadLetter,
+        // The limits the processor sizes its produce requests by: the ones PipelineTopics creates the topics with.
+        PROCESSED_MAX_MESSAGE_BYTES: sizeConfigs("processed")["max.message.bytes"] as string,
+        DLQ_MAX_MESSAGE_BYTES: sizeConfigs("deadLetter")["max.message.bytes"] as string,
         PARTIAL_BATCH_RESPONSE: String(reportBatchItemFailures),
         LOG_LEVEL: "INFO",
       },

@@ -6,6 +6,7 @@ import { Match } from "aws-cdk-lib/assertions";
 import { Queue } from "aws-cdk-lib/aws-sqs";
 import { describe, expect, it } from "vitest";
 import { kafkaVersion } from "../../functions/local/embedded-kafka.ts";
+import { loadProcessorConfig } from "../../functions/shared/config.ts";
 import { ACKNOWLEDGED_RULES } from "../../lib/nag.ts";
 import { pipelineStack, pipelineTemplate } from "../support/cdk.ts";
 
@@ -44,6 +45,68 @@ function grantsOf(template: ReturnType<typeof pipelineTemplate>, rolePrefix: str
     .flatMap((s) => resourceNames(s, action.endsWith("Group") ? "group" : "topic"));
 }
 
+/** Each topic's configs as the template creates it: the custom resource's Configs, or AWS::MSK::Topic's. */
+function topicConfigs(template: ReturnType<typeof pipelineTemplate>): Record<string, Record<string, string>> {
+  const custom = Object.values(template.findResources("Custom::KafkaTopics")) as {
+    Properties: { Topics: { Name: string; Configs: Record<string, string> }[] };
+  }[];
+  const topics = Object.values(template.findResources("AWS::MSK::Topic")) as {
+    Properties: { TopicName: string; Configs: unknown };
+  }[];
+  const decode = (configs: unknown): Record<string, string> =>
+    typeof configs === "object" && configs !== null && "Fn::Base64" in configs
+      ? JSON.parse((configs as { "Fn::Base64": string })["Fn::Base64"])
+      : (configs as Record<string, string>);
+  return Object.fromEntries([
+    ...custom.flatMap((resource) => resource.Properties.Topics.map((topic) => [topic.Name, topic.Configs])),
+    ...topics.map((topic) => [topic.Properties.TopicName, decode(topic.Properties.Configs)]),
+  ]);
+}
+
+/** The processor function's environment variables. */
+function processorEnv(template: ReturnType<typeof pipelineTemplate>): Record<string, string> {
+  const functions = Object.values(template.findResources("AWS::Lambda::Function")) as {
+    Properties: { Environment?: { Variables?: Record<string, string> } };
+  }[];
+  const processors = functions.filter((fn) => fn.Properties.Environment?.Variables?.DLQ_TOPIC !== undefined);
+  expect(processors).toHaveLength(1);
+  return processors[0]?.Properties.Environment?.Variables as Record<string, string>;
+}
+
+const SIZE_LIMITS = {
+  "user-login": "1048588",
+  "processed-user-login": "1048588",
+  "user-login-dlq": "2097152",
+  "user-login-esm-failures": "2097152",
+};
+
+describe.each([
+  ["serverless", {}],
+  ["provisioned", { cluster: { type: "provisioned" as const, brokerCount: 2 } }],
+])("max.message.bytes (%s)", (_name, props) => {
+  const template = pipelineTemplate(props);
+  const configs = topicConfigs(template);
+
+  it("gives the source and processed topics 1048588 and the DLQ and ESM-failure topics 2097152", () => {
+    expect(Object.keys(configs).sort()).toEqual(Object.keys(SIZE_LIMITS).sort());
+    for (const [topic, bytes] of Object.entries(SIZE_LIMITS)) {
+      expect(configs[topic]?.["max.message.bytes"], topic).toBe(bytes);
+      expect(configs[topic]?.["retention.ms"], topic).toBe("604800000");
+    }
+  });
+
+  it("configures the processor with the limits its destination topics are created with", () => {
+    const env = processorEnv(template);
+    expect(env.PROCESSED_MAX_MESSAGE_BYTES).toBe(configs["processed-user-login"]?.["max.message.bytes"]);
+    expect(env.DLQ_MAX_MESSAGE_BYTES).toBe(configs["user-login-dlq"]?.["max.message.bytes"]);
+    const { maxMessageBytes } = loadProcessorConfig({
+      PROCESSED_MAX_MESSAGE_BYTES: env.PROCESSED_MAX_MESSAGE_BYTES,
+      DLQ_MAX_MESSAGE_BYTES: env.DLQ_MAX_MESSAGE_BYTES,
+    });
+    expect(maxMessageBytes).toEqual({ processed: 1_048_588, deadLetter: 2_097_152 });
+  });
+});
+
 describe("the pipeline stack (defaults)", () => {
   const template = pipelineTemplate();
 
@@ -76,10 +139,22 @@ describe("the pipeline stack (defaults)", () => {
   it("creates the four topics through the custom resource that reuses the Kafka connection module", () => {
     template.hasResourceProperties("Custom::KafkaTopics", {
       Topics: [
-        { Name: "user-login", Partitions: 3, Configs: { "retention.ms": "604800000" } },
-        { Name: "processed-user-login", Partitions: 3, Configs: { "retention.ms": "604800000" } },
-        { Name: "user-login-dlq", Partitions: 3, Configs: { "retention.ms": "604800000" } },
-        { Name: "user-login-esm-failures", Partitions: 3, Configs: { "retention.ms": "604800000" } },
+        { Name: "user-login", Partitions: 3, Configs: { "retention.ms": "604800000", "max.message.bytes": "1048588" } },
+        {
+          Name: "processed-user-login",
+          Partitions: 3,
+          Configs: { "retention.ms": "604800000", "max.message.bytes": "1048588" },
+        },
+        {
+          Name: "user-login-dlq",
+          Partitions: 3,
+          Configs: { "retention.ms": "604800000", "max.message.bytes": "2097152" },
+        },
+        {
+          Name: "user-login-esm-failures",
+          Partitions: 3,
+          Configs: { "retention.ms": "604800000", "max.message.bytes": "2097152" },
+        },
       ],
     });
   });
@@ -236,13 +311,18 @@ describe("a provisioned cluster", () => {
     });
   });
 
-  it("creates topics with AWS::MSK::Topic, with retention and min.insync.replicas", () => {
+  it("creates topics with AWS::MSK::Topic, with retention, max.message.bytes and min.insync.replicas", () => {
     template.resourceCountIs("AWS::MSK::Topic", 4);
     template.resourceCountIs("Custom::KafkaTopics", 0);
     template.hasResourceProperties("AWS::MSK::Topic", {
       TopicName: "user-login",
       PartitionCount: 3,
       ReplicationFactor: 2,
+    });
+    expect(topicConfigs(template)["user-login-dlq"]).toEqual({
+      "retention.ms": "604800000",
+      "max.message.bytes": "2097152",
+      "min.insync.replicas": "2",
     });
   });
 });

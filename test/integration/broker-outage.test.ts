@@ -10,6 +10,7 @@ import { MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { containerSender, createHandler } from "../../functions/processor/processor.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
 import { createKafka, createProducer } from "../../functions/shared/kafka.ts";
+import { sizeConfigs } from "../../functions/shared/topic-settings.ts";
 import { ensureTopics } from "../../functions/shared/topics.ts";
 import { groupLag, readTopic, waitFor } from "../support/kafka.ts";
 import { validLogin } from "../support/msk.ts";
@@ -30,7 +31,7 @@ describe("a broker outage during a batch", () => {
     await ensureTopics(kafka, [
       { topic: topics.source, numPartitions: 2 },
       { topic: topics.processed, numPartitions: 2 },
-      { topic: topics.deadLetter },
+      { topic: topics.deadLetter, configs: sizeConfigs("deadLetter") },
     ]);
     const producer = createProducer(kafka);
     await producer.connect();

@@ -4,6 +4,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
+import { ConfigResourceTypes } from "kafkajs";
 import { describe, expect, it } from "vitest";
 import { REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
 import { createKafka } from "../../functions/shared/kafka.ts";
@@ -144,5 +145,60 @@ describe("npm start", () => {
     const result = runCli("start.ts", ["--rate", "fast"]);
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/--rate must be a number from 0.1 to 100000, got "fast"/);
+  });
+});
+
+describe("npm run topics -- --create", () => {
+  it("creates the three topics with their max.message.bytes (the DLQ's twice the others'), and is idempotent", async () => {
+    const { kafka, brokers } = testKafka("topics-cli-test");
+    // Unique names: other tests use the default ones on the shared broker.
+    const id = randomUUID().slice(0, 8);
+    const env = {
+      SOURCE_TOPIC: `user-login-${id}`,
+      PROCESSED_TOPIC: `processed-user-login-${id}`,
+      DLQ_TOPIC: `user-login-dlq-${id}`,
+    };
+    const args = ["--brokers", brokers.join(","), "--create", "--partitions", "2", "--json"];
+    const result = runCli("topics.ts", args, env);
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stderr).toContain(`created topics: ${Object.values(env).join(", ")}`);
+    const overview = JSON.stringify(JSON.parse(result.stdout));
+    for (const topic of Object.values(env)) expect(overview).toContain(topic);
+
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const described = await admin.describeConfigs({
+        includeSynonyms: false,
+        resources: Object.values(env).map((name) => ({
+          type: ConfigResourceTypes.TOPIC,
+          name,
+          configNames: ["max.message.bytes"],
+        })),
+      });
+      const limits = Object.fromEntries(
+        described.resources.map((resource) => [
+          resource.resourceName,
+          resource.configEntries.find((entry) => entry.configName === "max.message.bytes")?.configValue,
+        ]),
+      );
+      expect(limits).toEqual({
+        [env.SOURCE_TOPIC]: "1048588",
+        [env.PROCESSED_TOPIC]: "1048588",
+        [env.DLQ_TOPIC]: "2097152",
+      });
+      const metadata = await admin.fetchTopicMetadata({ topics: Object.values(env) });
+      expect(Object.fromEntries(metadata.topics.map((t) => [t.name, t.partitions.length]))).toEqual({
+        [env.SOURCE_TOPIC]: 2,
+        [env.PROCESSED_TOPIC]: 2,
+        [env.DLQ_TOPIC]: 1,
+      });
+    } finally {
+      await admin.disconnect();
+    }
+
+    const again = runCli("topics.ts", args, env);
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stderr).toContain("topics already exist");
   });
 });

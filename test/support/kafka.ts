@@ -7,6 +7,7 @@ import { inject } from "vitest";
 import { type HarnessOptions, MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { headerText, readTopic as readTopicRecords } from "../../functions/local/read-topic.ts";
 import { createKafka, createProducer } from "../../functions/shared/kafka.ts";
+import { sizeConfigs } from "../../functions/shared/topic-settings.ts";
 import { ensureTopics, groupLag } from "../../functions/shared/topics.ts";
 
 export { groupLag };
@@ -22,7 +23,7 @@ export interface PipelineTopics {
   deadLetter: string;
 }
 
-/** A unique source/processed/DLQ topic trio, created on the broker. */
+/** A unique source/processed/DLQ topic trio, created on the broker with each role's max.message.bytes. */
 export async function createTopicTrio(kafka: Kafka, partitions = 3): Promise<PipelineTopics> {
   const id = randomUUID().slice(0, 8);
   const topics = {
@@ -31,9 +32,9 @@ export async function createTopicTrio(kafka: Kafka, partitions = 3): Promise<Pip
     deadLetter: `user-login-dlq-${id}`,
   };
   await ensureTopics(kafka, [
-    { topic: topics.source, numPartitions: partitions },
-    { topic: topics.processed, numPartitions: partitions },
-    { topic: topics.deadLetter, numPartitions: 1 },
+    { topic: topics.source, numPartitions: partitions, configs: sizeConfigs("source") },
+    { topic: topics.processed, numPartitions: partitions, configs: sizeConfigs("processed") },
+    { topic: topics.deadLetter, numPartitions: 1, configs: sizeConfigs("deadLetter") },
   ]);
   return topics;
 }

@@ -225,12 +225,13 @@ describe("the pipeline stack (defaults)", () => {
     expect(retentions.every((days) => days === 30)).toBe(true);
   });
 
-  it("has the seven alarms on an encrypted SNS topic, and a dashboard", () => {
+  it("has the eight alarms on an encrypted SNS topic, and a dashboard", () => {
     const alarms = Object.values(template.findResources("AWS::CloudWatch::Alarm")).map(
       (alarm) => (alarm as { Properties: { AlarmDescription: string } }).Properties.AlarmDescription,
     );
-    expect(alarms).toHaveLength(7);
+    expect(alarms).toHaveLength(8);
     for (const what of [
+      /larger than its destination topic's max.message.bytes/,
       /failed invocations/,
       /throttled/,
       /p99 duration above 80%/,
@@ -246,6 +247,12 @@ describe("the pipeline stack (defaults)", () => {
     }
     template.hasResourceProperties("AWS::SNS::Topic", { KmsMasterKeyId: Match.anyValue() });
     template.resourceCountIs("AWS::CloudWatch::Dashboard", 1);
+    template.hasResourceProperties("AWS::CloudWatch::Alarm", {
+      Namespace: "UserLoginPipeline",
+      MetricName: "UnwritableRecords",
+      Threshold: 1,
+      ComparisonOperator: "GreaterThanOrEqualToThreshold",
+    });
     template.hasResourceProperties("AWS::CloudWatch::Alarm", {
       MetricName: "OffsetLag",
       Threshold: 10000,
@@ -362,7 +369,7 @@ describe("invalid props fail in the constructor with a clear message", () => {
   it("accepts a generator with desiredCount 0 (and then needs no running-task alarm)", () => {
     const template = pipelineTemplate({ generator: { desiredCount: 0 } });
     template.hasResourceProperties("AWS::ECS::Service", { DesiredCount: 0 });
-    template.resourceCountIs("AWS::CloudWatch::Alarm", 6);
+    template.resourceCountIs("AWS::CloudWatch::Alarm", 7);
   });
 });
 

@@ -173,7 +173,22 @@ export class MskCluster extends Construct {
     });
   }
 
+  /**
+   * Lets `grantee` produce to `topics`, idempotently. The project's producers are idempotent (createProducer in
+   * functions/shared/kafka.ts), and for Kafka 2.8 and later MSK's IAM access control maps an idempotent producer's
+   * InitProducerId to the IDEMPOTENT_WRITE ACL on the cluster: kafka-cluster:WriteDataIdempotently on the *cluster*
+   * ARN. Amazon MSK Developer Guide, "Create authorization policies for the IAM role"
+   * (docs.aws.amazon.com/msk/latest/developerguide/create-iam-access-control-policies.html): for Kafka 2.8.0 and later
+   * it is not possible to write idempotently to a topic with only WriteData on that topic (only WriteData on all
+   * topics implies it); "Semantics of IAM authorization policy actions and resources" (kafka-actions.html) lists
+   * WriteDataIdempotently as a cluster action. Without it InitProducerId fails: "Cluster authorization failed".
+   */
   grantWrite(grantee: iam.IGrantable, topics: readonly string[]): void {
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ["kafka-cluster:WriteDataIdempotently"],
+      resourceArns: [this.clusterArn],
+    });
     iam.Grant.addToPrincipal({
       grantee,
       actions: ["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"],

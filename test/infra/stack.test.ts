@@ -26,6 +26,15 @@ function statements(template: ReturnType<typeof pipelineTemplate>, roleLogicalId
     );
 }
 
+/** The cluster's ARN (serverless or provisioned) as the template references it. */
+function clusterArnOf(template: ReturnType<typeof pipelineTemplate>): unknown {
+  const [id] = [
+    ...Object.keys(template.findResources("AWS::MSK::ServerlessCluster")),
+    ...Object.keys(template.findResources("AWS::MSK::Cluster")),
+  ];
+  return { "Fn::GetAtt": [id, "Arn"] };
+}
+
 const actionsOf = (statement: Statement) => (Array.isArray(statement.Action) ? statement.Action : [statement.Action]);
 const resourcesOf = (statement: Statement) =>
   Array.isArray(statement.Resource) ? statement.Resource : [statement.Resource];
@@ -292,6 +301,33 @@ describe("least-privilege IAM", () => {
     const processorActions = statements(template, "ProcessorRole").flatMap(actionsOf);
     expect(processorActions).toEqual(expect.arrayContaining(["kafka-cluster:Connect", "kafka:DescribeClusterV2"]));
     expect(processorActions).not.toContain("kafka-cluster:CreateTopic");
+  });
+
+  it.each([
+    ["serverless", {}],
+    ["provisioned", { cluster: { type: "provisioned" as const, brokerCount: 2 } }],
+  ])("grants kafka-cluster:WriteDataIdempotently on the cluster ARN to every idempotent producer (%s)", (_n, props) => {
+    const t = pipelineTemplate(props);
+    const clusterRef = JSON.stringify(clusterArnOf(t));
+    // The processor's and the generator's producers are idempotent (createProducer): both need it, on the cluster.
+    for (const role of ["ProcessorRole", "GeneratorTaskTaskRole"]) {
+      const granted = statements(t, role).filter((s) => actionsOf(s).includes("kafka-cluster:WriteDataIdempotently"));
+      expect(granted, role).toHaveLength(1);
+      expect(
+        resourcesOf(granted[0] as Statement).map((r) => JSON.stringify(r)),
+        role,
+      ).toEqual([clusterRef]);
+    }
+    // Nobody else produces: the topic setup function only creates topics.
+    const producers = new Set(
+      Object.values(t.findResources("AWS::IAM::Policy"))
+        .filter((policy) => JSON.stringify(policy).includes("kafka-cluster:WriteDataIdempotently"))
+        .flatMap((policy) => (policy as { Properties: { Roles: { Ref: string }[] } }).Properties.Roles)
+        .map((role) => role.Ref.replace(/[0-9A-F]{8}$/, "")),
+    );
+    expect([...producers].sort()).toEqual(
+      ["GeneratorTaskTaskRole", "ProcessorRole"].map((r) => expect.stringContaining(r)),
+    );
   });
 
   it("lets the generator write only the source topic", () => {

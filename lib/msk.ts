@@ -50,7 +50,16 @@ export interface TopicProps {
   readonly partitions?: number;
   /** @default 168 (7 days) */
   readonly retentionHours?: number;
-  /** Provisioned only (MSK Serverless fixes it at 2). @default 2 */
+  /**
+   * Provisioned only (MSK Serverless fixes it at 3): 2 .. cluster.brokerCount.
+   * @default min(3, cluster.brokerCount)
+   */
+  readonly replicationFactor?: number;
+  /**
+   * Provisioned only (MSK Serverless fixes it at 2): 1 .. replicationFactor - 1, so that acks=all writes go on while
+   * one broker is down (every broker patch restarts each broker in turn).
+   * @default max(1, replicationFactor - 1)
+   */
   readonly minInSyncReplicas?: number;
 }
 
@@ -246,6 +255,34 @@ export function resolveTopics(props: TopicProps = {}): ResolvedTopics {
   return topics;
 }
 
+/**
+ * Replication factor and min.insync.replicas of the topics on a provisioned cluster. AWS's advice (Amazon MSK
+ * Developer Guide, "Best practices for version upgrades", version-upgrades-best-practices.html, and "Best practices for
+ * Standard brokers", bestpractices.html): RF at least 2 on two AZs and 3 on three, and minISR at most RF - 1, "so that
+ * the partition replica set can tolerate one replica being offline". With minISR = RF an acks=all produce fails with
+ * NOT_ENOUGH_REPLICAS whenever one replica's broker is down, and MSK patches brokers one at a time.
+ */
+export function replicationSettings(
+  props: Pick<TopicProps, "replicationFactor" | "minInSyncReplicas">,
+  brokerCount: number,
+): { replication: number; minIsr: number } {
+  const replication = props.replicationFactor ?? Math.min(3, brokerCount);
+  if (!Number.isInteger(replication) || replication < 2 || replication > brokerCount) {
+    throw new PropsError(
+      `topics.replicationFactor must be a whole number from 2 to cluster.brokerCount (${brokerCount}), got ${replication}`,
+    );
+  }
+  const minIsr = props.minInSyncReplicas ?? Math.max(1, replication - 1);
+  if (!Number.isInteger(minIsr) || minIsr < 1 || minIsr > replication - 1) {
+    throw new PropsError(
+      `topics.minInSyncReplicas must be a whole number from 1 to topics.replicationFactor - 1 (${replication - 1}), ` +
+        `got ${minIsr}: with ${minIsr} of ${replication} replicas required, acks=all writes fail while one broker is ` +
+        "down (every broker patch)",
+    );
+  }
+  return { replication, minIsr };
+}
+
 interface TopicsConstructProps extends TopicProps {
   readonly cluster: MskCluster;
   readonly names: ResolvedTopics;
@@ -276,14 +313,7 @@ export class PipelineTopics extends Construct {
     }));
     const names = topics.map((topic) => topic.name);
     if (props.cluster.type === "provisioned") {
-      const brokers = props.cluster.brokerCount as number;
-      const replication = Math.min(3, brokers);
-      const minIsr = checkInteger(
-        "topics.minInSyncReplicas",
-        props.minInSyncReplicas ?? Math.min(2, replication),
-        1,
-        replication,
-      );
+      const { replication, minIsr } = replicationSettings(props, props.cluster.brokerCount as number);
       topics.forEach((topic, i) => {
         new msk.CfnTopic(this, `Topic${i}`, {
           clusterArn: props.cluster.clusterArn,
@@ -298,6 +328,11 @@ export class PipelineTopics extends Construct {
     if (props.minInSyncReplicas !== undefined) {
       throw new PropsError(
         "topics.minInSyncReplicas cannot be set on MSK Serverless (it is fixed at 2): remove it or use a provisioned cluster",
+      );
+    }
+    if (props.replicationFactor !== undefined) {
+      throw new PropsError(
+        "topics.replicationFactor cannot be set on MSK Serverless (it is fixed at 3): remove it or use a provisioned cluster",
       );
     }
     const fn = pipelineFunction(this, "SetupFunction", {

@@ -365,9 +365,35 @@ describe("a provisioned cluster", () => {
     expect(topicConfigs(template)["user-login-dlq"]).toEqual({
       "retention.ms": "604800000",
       "max.message.bytes": "2097152",
-      "min.insync.replicas": "2",
+      "min.insync.replicas": "1",
     });
   });
+
+  it.each([
+    [2, {}, 2, "1"],
+    [4, {}, 3, "2"],
+    [6, {}, 3, "2"],
+    [4, { replicationFactor: 4 }, 4, "3"],
+    [4, { replicationFactor: 2 }, 2, "1"],
+    [6, { minInSyncReplicas: 1 }, 3, "1"],
+  ])(
+    "with %i brokers and %j: replication factor %i, min.insync.replicas %s (at most RF - 1)",
+    (brokerCount, topics, rf, minIsr) => {
+      const t = pipelineTemplate({ cluster: { type: "provisioned", brokerCount }, topics });
+      const resources = Object.values(t.findResources("AWS::MSK::Topic")) as {
+        Properties: { TopicName: string; ReplicationFactor: number };
+      }[];
+      expect(resources).toHaveLength(4);
+      const configs = topicConfigs(t);
+      for (const topic of resources) {
+        expect(topic.Properties.ReplicationFactor, topic.Properties.TopicName).toBe(rf);
+        const isr = Number(configs[topic.Properties.TopicName]?.["min.insync.replicas"]);
+        expect(isr, topic.Properties.TopicName).toBe(Number(minIsr));
+        // acks=all survives one broker down: at least one replica more than the writes need.
+        expect(isr).toBeLessThanOrEqual(rf - 1);
+      }
+    },
+  );
 });
 
 describe("invalid props fail in the constructor with a clear message", () => {
@@ -394,6 +420,31 @@ describe("invalid props fail in the constructor with a clear message", () => {
     ],
     [{ cluster: { brokerType: "kafka.m7g.large" } }, /cluster.brokerType applies to provisioned clusters only/],
     [{ topics: { minInSyncReplicas: 2 } }, /topics.minInSyncReplicas cannot be set on MSK Serverless/],
+    [{ topics: { replicationFactor: 3 } }, /topics.replicationFactor cannot be set on MSK Serverless/],
+    [
+      { cluster: { type: "provisioned", brokerCount: 2 }, topics: { minInSyncReplicas: 2 } },
+      /topics.minInSyncReplicas must be a whole number from 1 to topics.replicationFactor - 1 \(1\), got 2: with 2 of 2 replicas required, acks=all writes fail while one broker is down/,
+    ],
+    [
+      { cluster: { type: "provisioned", brokerCount: 4 }, topics: { minInSyncReplicas: 3 } },
+      /topics.minInSyncReplicas must be a whole number from 1 to topics.replicationFactor - 1 \(2\), got 3/,
+    ],
+    [
+      { cluster: { type: "provisioned", brokerCount: 4 }, topics: { minInSyncReplicas: 0 } },
+      /topics.minInSyncReplicas must be a whole number from 1 to/,
+    ],
+    [
+      { cluster: { type: "provisioned", brokerCount: 2 }, topics: { replicationFactor: 3 } },
+      /topics.replicationFactor must be a whole number from 2 to cluster.brokerCount \(2\), got 3/,
+    ],
+    [
+      { cluster: { type: "provisioned", brokerCount: 2 }, topics: { replicationFactor: 1 } },
+      /topics.replicationFactor must be a whole number from 2 to cluster.brokerCount \(2\), got 1/,
+    ],
+    [
+      { cluster: { type: "provisioned", brokerCount: 4 }, topics: { replicationFactor: 2.5 } },
+      /topics.replicationFactor must be a whole number/,
+    ],
     [{ topics: { source: "bad topic" } }, /topics.source "bad topic" is not a valid Kafka topic name/],
     [{ generator: { desiredCount: -1 } }, /generator.desiredCount must be a whole number from 0 to 10/],
     [{ generator: { invalidRatio: 2 } }, /generator.invalidRatio must be from 0 to 1, got 2/],

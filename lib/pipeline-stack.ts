@@ -192,6 +192,9 @@ export class UserLoginPipelineStack extends Stack {
       memorySize: checkInteger("processor.memorySize", p.memorySize ?? 1024, 128, 10_240),
       environment: {
         KAFKA_AUTH: "iam",
+        // The producer's brokers come from this cluster (GetBootstrapBrokers), never from an event's bootstrapServers,
+        // and an event from any other eventSourceArn is refused (functions/processor/processor.ts checkEventSource).
+        MSK_CLUSTER_ARN: this.cluster.clusterArn,
         SOURCE_TOPIC: topics.source,
         PROCESSED_TOPIC: topics.processed,
         DLQ_TOPIC: topics.deadLetter,

@@ -11,7 +11,7 @@ import { injectLambdaContext } from "@aws-lambda-powertools/logger/middleware";
 import type { Metrics } from "@aws-lambda-powertools/metrics";
 import { logMetrics } from "@aws-lambda-powertools/metrics/middleware";
 import middy from "@middy/core";
-import { type MskEvent, parseMskEvent } from "../core/msk.ts";
+import { InvalidEventError, type MskEvent, parseMskEvent } from "../core/msk.ts";
 import {
   type BatchItemFailure,
   type BatchSummary,
@@ -51,6 +51,30 @@ export class KafkaConnectError extends Error {
   }
 }
 
+/** An event from another cluster than the configured one (MSK_CLUSTER_ARN): refused before anything is produced. */
+export class EventSourceMismatchError extends InvalidEventError {
+  constructor(message: string) {
+    super(message);
+    this.name = "EventSourceMismatchError";
+  }
+}
+
+/**
+ * With a cluster configured (MSK_CLUSTER_ARN, as the stack sets it) only that cluster's events are processed: the
+ * producer connects to that cluster's brokers (GetBootstrapBrokers), never to an event's `bootstrapServers`, and an
+ * event naming another cluster, or none, is refused. Without one (local runs) any event is accepted.
+ */
+export function checkEventSource(event: Pick<MskEvent, "eventSourceArn">, config: ProcessorConfig): void {
+  const expected = config.connection.clusterArn;
+  if (expected === undefined || event.eventSourceArn === expected) return;
+  const got = event.eventSourceArn === undefined ? "no eventSourceArn" : `eventSourceArn "${event.eventSourceArn}"`;
+  throw new EventSourceMismatchError(
+    `event refused: it has ${got}, but this function is configured for MSK_CLUSTER_ARN "${expected}" and ` +
+      "processes only that cluster's records (it produces to that cluster, never to an event's bootstrapServers). " +
+      "Point the event source mapping at that cluster, or set MSK_CLUSTER_ARN to the cluster it reads.",
+  );
+}
+
 export interface ProcessorDependencies {
   readonly config: ProcessorConfig;
   /** The sender for this invocation; the default connects one producer per container, lazily. */
@@ -65,6 +89,7 @@ export interface ProcessorDependencies {
 
 /** The handler's logic, with its collaborators passed in. */
 export async function processMskEvent(event: MskEvent, deps: ProcessorDependencies): Promise<HandlerResponse> {
+  checkEventSource(event, deps.config);
   const started = performance.now();
   const { topics, partialBatchResponse } = deps.config;
   const now = deps.now?.() ?? new Date();
@@ -179,9 +204,13 @@ export function containerSender(
     },
   };
   const connect = async (event: MskEvent) => {
-    const fallback = event.bootstrapServers
-      ? parseBrokers(event.bootstrapServers, "event.bootstrapServers")
-      : undefined;
+    // The event's bootstrapServers only when nothing is configured (local runs): with MSK_CLUSTER_ARN or KAFKA_BROKERS
+    // the IAM token goes only to the configured cluster's brokers, whatever an event says.
+    const { brokers: configured, clusterArn } = config.connection;
+    const fallback =
+      !configured && !clusterArn && event.bootstrapServers
+        ? parseBrokers(event.bootstrapServers, "event.bootstrapServers")
+        : undefined;
     const { kafka, brokers } = await connectKafka(config.connection, config.clientId, {
       aws,
       fallbackBrokers: fallback,
@@ -199,6 +228,7 @@ export function containerSender(
   };
   return {
     async getSender(event) {
+      checkEventSource(event, config);
       if (!slot) {
         const created = new ProducerSlot(() => connect(event));
         slot = created;

@@ -195,6 +195,7 @@ describe("the pipeline stack (defaults)", () => {
       Environment: {
         Variables: Match.objectLike({
           KAFKA_AUTH: "iam",
+          MSK_CLUSTER_ARN: clusterArnOf(template),
           SOURCE_TOPIC: "user-login",
           PROCESSED_TOPIC: "processed-user-login",
           DLQ_TOPIC: "user-login-dlq",
@@ -202,6 +203,15 @@ describe("the pipeline stack (defaults)", () => {
         }),
       },
     });
+  });
+
+  it("gives the processor the cluster its event source mapping reads, so it never connects where an event says", () => {
+    const [mapping] = Object.values(template.findResources("AWS::Lambda::EventSourceMapping")) as {
+      Properties: { EventSourceArn: unknown };
+    }[];
+    expect(mapping?.Properties.EventSourceArn).toEqual(clusterArnOf(template));
+    expect(processorEnv(template).MSK_CLUSTER_ARN).toEqual(mapping?.Properties.EventSourceArn);
+    expect(processorEnv(template).KAFKA_BROKERS).toBeUndefined();
   });
 
   it("wires the MSK event source mapping with batching, pollers, retries, bisect, partial responses and a Kafka failure topic", () => {

@@ -1,15 +1,19 @@
-import { describe, expect, it } from "vitest";
+import { createServer } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { InvalidEventError } from "../../functions/core/msk.ts";
 import type { OutputRecord } from "../../functions/core/process.ts";
 import { lambdaContext } from "../../functions/local/lambda-runtime.ts";
 import {
   containerSender,
   createHandler,
+  EventSourceMismatchError,
   KafkaConnectError,
   ProduceError,
   processMskEvent,
 } from "../../functions/processor/processor.ts";
 import type { OutputSender, SendResult } from "../../functions/processor/sender.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
+import { clearDiscoveredBrokers } from "../../functions/shared/msk-auth.ts";
 import { loadEvent } from "../support/msk.ts";
 
 const NOW = new Date("2026-11-25T10:00:00.000Z");
@@ -122,6 +126,85 @@ describe("the processor handler", () => {
     await expect(container.getSender(event)).rejects.toThrow(/KAFKA_BROKERS environment variable is not set/);
     event.bootstrapServers = "127.0.0.1:1";
     await expect(container.getSender(event)).rejects.toThrow(/could not connect the producer to 127.0.0.1:1/);
+  });
+});
+
+describe("the configured cluster (MSK_CLUSTER_ARN), as deployed", () => {
+  const CLUSTER = "arn:aws:kafka:us-east-1:123456789012:cluster/user-login/a1b2c3d4-e5f6-7890-abcd-ef1234567890-1";
+  const OTHER = "arn:aws:kafka:us-east-1:999999999999:cluster/elsewhere/00000000-0000-0000-0000-000000000000-1";
+  const deployed = { MSK_CLUSTER_ARN: CLUSTER, AWS_REGION: "us-east-1" };
+
+  afterEach(() => clearDiscoveredBrokers());
+
+  it("processes an event from the configured cluster", async () => {
+    const sender = recordingSender();
+    const event = loadEvent("valid-batch.json");
+    expect(event.eventSourceArn).toBe(CLUSTER);
+    const response = await processMskEvent(event, deps(sender, deployed));
+    expect(response.summary).toMatchObject({ in: 3, written: 3 });
+  });
+
+  it.each([
+    ["another cluster's ARN", OTHER, `eventSourceArn "${OTHER}"`],
+    ["no eventSourceArn", undefined, "no eventSourceArn"],
+  ])("refuses an event with %s, naming what it expected, what it got and the setting", async (_n, arn, got) => {
+    const event = { ...loadEvent("valid-batch.json"), eventSourceArn: arn, bootstrapServers: "attacker.example:9098" };
+    let connects = 0;
+    const handler = createHandler({
+      config: loadProcessorConfig(deployed),
+      getSender: async () => {
+        connects++;
+        return recordingSender();
+      },
+    });
+    const run = handler(event, lambdaContext());
+    await expect(run).rejects.toThrow(EventSourceMismatchError);
+    await expect(run).rejects.toThrow(InvalidEventError);
+    await expect(run).rejects.toThrow(
+      `event refused: it has ${got}, but this function is configured for MSK_CLUSTER_ARN "${CLUSTER}"`,
+    );
+    expect(connects).toBe(0);
+  });
+
+  it("connects to the brokers GetBootstrapBrokers gives for MSK_CLUSTER_ARN, never to the event's bootstrapServers", async () => {
+    // A listener standing in for the brokers an event names: it must never see a connection (nor an IAM token).
+    const named = createServer();
+    let connections = 0;
+    named.on("connection", (socket) => {
+      connections++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => named.listen(0, "127.0.0.1", resolve));
+    const port = (named.address() as { port: number }).port;
+    const lookups: unknown[] = [];
+    const kafka = {
+      send: async (command: { input: unknown }) => {
+        lookups.push(command.input);
+        return { BootstrapBrokerString: "127.0.0.1:1" };
+      },
+    };
+    const container = containerSender(loadProcessorConfig({ ...deployed, KAFKA_AUTH: "none" }), {
+      kafka: kafka as never,
+    });
+    const event = { ...loadEvent("valid-batch.json"), bootstrapServers: `127.0.0.1:${port}` };
+    try {
+      await expect(container.getSender(event)).rejects.toThrow(/could not connect the producer to 127.0.0.1:1 /);
+      expect(lookups).toEqual([{ ClusterArn: CLUSTER }]);
+      expect(connections).toBe(0);
+      // And an event from elsewhere is refused before any connection is tried.
+      await expect(container.getSender({ ...event, eventSourceArn: OTHER })).rejects.toThrow(EventSourceMismatchError);
+      expect(lookups).toHaveLength(1);
+    } finally {
+      await container.close();
+      await new Promise((resolve) => named.close(resolve));
+    }
+  });
+
+  it("with KAFKA_BROKERS and no MSK_CLUSTER_ARN uses KAFKA_BROKERS, not the event's bootstrapServers", async () => {
+    const container = containerSender(loadProcessorConfig({ KAFKA_BROKERS: "127.0.0.1:1" }));
+    const event = { ...loadEvent("valid-batch.json"), bootstrapServers: "127.0.0.1:2" };
+    await expect(container.getSender(event)).rejects.toThrow(/could not connect the producer to 127.0.0.1:1 /);
+    await container.close();
   });
 });
 

@@ -35,6 +35,8 @@ export class GeneratorService extends Construct {
   readonly service: ecs.FargateService;
   readonly ecsCluster: ecs.Cluster;
   readonly logGroup: logs.LogGroup;
+  /** The generator's image (its repository is what the ECR endpoints let through). */
+  readonly image: ecrAssets.DockerImageAsset;
   readonly desiredCount: number;
 
   constructor(scope: Construct, id: string, props: GeneratorConstructProps) {
@@ -63,11 +65,13 @@ export class GeneratorService extends Construct {
       retention: logs.RetentionDays.ONE_MONTH,
       removalPolicy: RemovalPolicy.DESTROY,
     });
+    this.image = new ecrAssets.DockerImageAsset(this, "Image", {
+      directory: PROJECT_ROOT,
+      file: "functions/generator/Dockerfile",
+      platform: ecrAssets.Platform.LINUX_ARM64,
+    });
     taskDefinition.addContainer("generator", {
-      image: ecs.ContainerImage.fromAsset(PROJECT_ROOT, {
-        file: "functions/generator/Dockerfile",
-        platform: ecrAssets.Platform.LINUX_ARM64,
-      }),
+      image: ecs.ContainerImage.fromDockerImageAsset(this.image),
       logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: "generator" }),
       environment: {
         KAFKA_AUTH: "iam",

@@ -23,6 +23,14 @@ import {
   resolveTopics,
   type TopicProps,
 } from "./msk.ts";
+import {
+  type EndpointScope,
+  INTERFACE_ENDPOINTS,
+  type InterfaceEndpointName,
+  MSK_IAM_PORT,
+  s3PrefixListId,
+  scopeEndpointPolicies,
+} from "./network.ts";
 
 export interface ProcessorProps {
   /** @default "TRIM_HORIZON" */
@@ -62,19 +70,6 @@ export interface UserLoginPipelineStackProps extends StackProps {
   readonly generator?: GeneratorProps;
   readonly alarms?: AlarmProps;
 }
-
-/** Interface endpoints the private subnets need, with no NAT and no internet route. */
-export const INTERFACE_ENDPOINTS = {
-  /** The Kafka event source mapping with IAM auth calls STS and Lambda from the cluster's subnets. */
-  Sts: ec2.InterfaceVpcEndpointAwsService.STS,
-  Lambda: ec2.InterfaceVpcEndpointAwsService.LAMBDA,
-  /** GetBootstrapBrokers for the generator and the topic setup. */
-  Kafka: ec2.InterfaceVpcEndpointAwsService.KAFKA,
-  /** The generator task: image pulls and logs. */
-  EcrApi: ec2.InterfaceVpcEndpointAwsService.ECR,
-  EcrDocker: ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
-  Logs: ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
-} as const;
 
 export class UserLoginPipelineStack extends Stack {
   readonly cluster: MskCluster;
@@ -132,35 +127,56 @@ export class UserLoginPipelineStack extends Stack {
       description: "MSK brokers",
       allowAllOutbound: false,
     });
+    // Outbound only where the clients go: the brokers' IAM port, the AWS APIs' 443 (the interface endpoints, and S3
+    // for the generator's image layers). DNS to the VPC resolver and the link-local metadata and credential endpoints
+    // are not subject to security groups.
+    /** Scopes the endpoint policies once the resources they name exist (only when the stack makes the VPC). */
+    let scopeEndpoints: ((scope: EndpointScope) => void) | undefined;
     const clientSg = new ec2.SecurityGroup(this, "ClientSecurityGroup", {
       vpc,
       description: "Kafka clients: processor, generator, topic setup",
-    });
-    const endpointSg = new ec2.SecurityGroup(this, "EndpointSecurityGroup", {
-      vpc,
-      description: "VPC interface endpoints",
       allowAllOutbound: false,
     });
-    for (const [peer, what] of [
-      [clientSg, "Kafka clients"],
-      [clusterSg, "the event source mapping's pollers (they use the cluster's security group)"],
-    ] as const) {
-      clusterSg.addIngressRule(peer, ec2.Port.tcp(9098), `IAM-authenticated Kafka from ${what}`);
-      endpointSg.addIngressRule(peer, ec2.Port.tcp(443), `AWS APIs from ${what}`);
-    }
-    clusterSg.addEgressRule(clusterSg, ec2.Port.tcp(9098), "pollers to brokers");
-    clusterSg.addEgressRule(endpointSg, ec2.Port.tcp(443), "pollers to STS and Lambda endpoints");
-    if (!props.vpcId) {
-      for (const [name, service] of Object.entries(INTERFACE_ENDPOINTS)) {
-        vpc.addInterfaceEndpoint(name, {
-          service,
-          subnets,
-          securityGroups: [endpointSg],
-          privateDnsEnabled: true,
-          open: false,
-        });
-      }
-      vpc.addGatewayEndpoint("S3", { service: ec2.GatewayVpcEndpointAwsService.S3, subnets: [subnets] });
+    clusterSg.addIngressRule(clientSg, ec2.Port.tcp(MSK_IAM_PORT), "IAM-authenticated Kafka from Kafka clients");
+    clientSg.addEgressRule(clusterSg, ec2.Port.tcp(MSK_IAM_PORT), "IAM-authenticated Kafka to the brokers");
+    // The event source mapping's pollers use the cluster's security group; in provisioned mode they need only the
+    // brokers (no STS or Lambda endpoint: lib/network.ts INTERFACE_ENDPOINTS).
+    clusterSg.addIngressRule(clusterSg, ec2.Port.tcp(MSK_IAM_PORT), "IAM-authenticated Kafka from the ESM pollers");
+    clusterSg.addEgressRule(clusterSg, ec2.Port.tcp(MSK_IAM_PORT), "ESM pollers to the brokers");
+    if (props.vpcId) {
+      // Your VPC reaches AWS APIs its own way (NAT or your endpoints, addresses unknown here): 443 only.
+      clientSg.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), "AWS APIs through the VPC's own route");
+    } else {
+      const endpointSg = new ec2.SecurityGroup(this, "EndpointSecurityGroup", {
+        vpc,
+        description: "VPC interface endpoints",
+        allowAllOutbound: false,
+      });
+      endpointSg.addIngressRule(clientSg, ec2.Port.tcp(443), "AWS APIs from Kafka clients");
+      clientSg.addEgressRule(endpointSg, ec2.Port.tcp(443), "AWS APIs through the interface endpoints");
+      const endpoints = Object.fromEntries(
+        Object.entries(INTERFACE_ENDPOINTS).map(([name, service]) => [
+          name,
+          vpc.addInterfaceEndpoint(name, {
+            service,
+            subnets,
+            securityGroups: [endpointSg],
+            privateDnsEnabled: true,
+            open: false,
+          }),
+        ]),
+      ) as Record<InterfaceEndpointName, ec2.InterfaceVpcEndpoint>;
+      const s3 = vpc.addGatewayEndpoint("S3", { service: ec2.GatewayVpcEndpointAwsService.S3, subnets: [subnets] });
+      const lookupLogs = new logs.LogGroup(this, "S3PrefixListLookupLogs", {
+        retention: logs.RetentionDays.ONE_MONTH,
+        removalPolicy: RemovalPolicy.DESTROY,
+      });
+      clientSg.addEgressRule(
+        ec2.Peer.prefixList(s3PrefixListId(this, "S3PrefixListLookup", lookupLogs)),
+        ec2.Port.tcp(443),
+        "S3 (the generator's image layers) through the gateway endpoint",
+      );
+      scopeEndpoints = (scope) => scopeEndpointPolicies(endpoints, s3, scope);
     }
 
     this.cluster = new MskCluster(this, "Msk", {
@@ -247,6 +263,11 @@ export class UserLoginPipelineStack extends Stack {
       securityGroup: clientSg,
     });
     generator.node.addDependency(topicResources);
+    scopeEndpoints?.({
+      clusterArn: this.cluster.clusterArn,
+      repositoryArn: generator.image.repository.repositoryArn,
+      generatorLogGroup: generator.logGroup,
+    });
 
     const monitoring = new PipelineMonitoring(this, "Monitoring", {
       ...props.alarms,

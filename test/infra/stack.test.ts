@@ -150,18 +150,6 @@ describe("the pipeline stack (defaults)", () => {
     template.resourceCountIs("AWS::EC2::NatGateway", 0);
   });
 
-  it("gives the private subnets interface endpoints for STS, Lambda, Kafka, ECR and Logs, and an S3 gateway", () => {
-    const services = Object.values(template.findResources("AWS::EC2::VPCEndpoint")).map((e) =>
-      JSON.stringify((e as { Properties: { ServiceName: unknown } }).Properties.ServiceName),
-    );
-    for (const service of ["sts", "lambda", "kafka", "ecr.api", "ecr.dkr", "logs", "s3"]) {
-      expect(
-        services.some((name) => name.includes(`.${service}`)),
-        service,
-      ).toBe(true);
-    }
-  });
-
   it("creates the four topics through the custom resource that reuses the Kafka connection module", () => {
     template.hasResourceProperties("Custom::KafkaTopics", {
       Topics: [
@@ -299,6 +287,177 @@ describe("the pipeline stack (defaults)", () => {
   it("outputs the cluster ARN, the bootstrap-broker command, the topic names and the dashboard URL", () => {
     for (const output of ["ClusterArn", "BootstrapBrokersCommand", "TopicNames", "DashboardUrl"])
       template.hasOutput(output, {});
+  });
+});
+
+type Rule = { IpProtocol: string; FromPort?: number; ToPort?: number } & Record<string, unknown>;
+
+/** Every egress rule of a security group (inline and AWS::EC2::SecurityGroupEgress), by its logical id prefix. */
+function egressOf(template: ReturnType<typeof pipelineTemplate>, sgPrefix: string): Rule[] {
+  const groups = template.findResources("AWS::EC2::SecurityGroup");
+  const [id] = Object.keys(groups).filter((key) => key.startsWith(sgPrefix));
+  const inline = ((groups[id as string] as { Properties: { SecurityGroupEgress?: Rule[] } }).Properties
+    .SecurityGroupEgress ?? []) as Rule[];
+  const separate = Object.values(template.findResources("AWS::EC2::SecurityGroupEgress"))
+    .map((r) => (r as { Properties: Rule }).Properties)
+    .filter((rule) => JSON.stringify(rule.GroupId) === JSON.stringify({ "Fn::GetAtt": [id, "GroupId"] }));
+  return [...inline, ...separate].map(({ GroupId: _g, Description: _d, ...rule }) => rule as Rule);
+}
+
+const sgRef = (template: ReturnType<typeof pipelineTemplate>, prefix: string) => {
+  const [id] = Object.keys(template.findResources("AWS::EC2::SecurityGroup")).filter((key) => key.startsWith(prefix));
+  return { "Fn::GetAtt": [id, "GroupId"] };
+};
+
+type EndpointStatement = {
+  Action: string | string[];
+  Resource: unknown;
+  Principal: unknown;
+  Condition?: Record<string, Record<string, unknown>>;
+};
+
+/** "com.amazonaws.REGION.ecr.api" (or its Fn::Join with the region) -> "ecr.api". */
+function serviceSuffix(serviceName: unknown): string {
+  if (typeof serviceName === "string") return serviceName.split(".").slice(3).join(".");
+  const parts = (serviceName as { "Fn::Join": [string, unknown[]] })["Fn::Join"][1];
+  return String(parts[parts.length - 1]).replace(/^\./, "");
+}
+
+/** The stack's VPC endpoints by service suffix (kafka, ecr.api, ...), with their policies' statements. */
+function endpointsOf(template: ReturnType<typeof pipelineTemplate>): Record<string, EndpointStatement[]> {
+  return Object.fromEntries(
+    Object.values(template.findResources("AWS::EC2::VPCEndpoint")).map((resource) => {
+      const props = (
+        resource as {
+          Properties: { ServiceName: unknown; PolicyDocument?: { Statement: EndpointStatement[] } };
+        }
+      ).Properties;
+      const name = serviceSuffix(props.ServiceName);
+      return [name, props.PolicyDocument?.Statement ?? []];
+    }),
+  );
+}
+
+describe("network: least-privilege egress and endpoints", () => {
+  const template = pipelineTemplate();
+
+  it("has interface endpoints for Kafka, ECR and Logs and an S3 gateway, and no STS or Lambda endpoint (provisioned-mode ESM)", () => {
+    expect(Object.keys(endpointsOf(template)).sort()).toEqual(["ecr.api", "ecr.dkr", "kafka", "logs", "s3"]);
+    // The ESM is in provisioned mode (minimumPollers >= 1), for which AWS documents no STS or Lambda endpoint.
+    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+      ProvisionedPollerConfig: { MinimumPollers: Match.anyValue() },
+    });
+  });
+
+  it("lets the Kafka clients out only to the brokers' IAM port, the endpoints' 443 and S3's prefix list on 443", () => {
+    const [lookup] = Object.keys(template.findResources("Custom::AWS"));
+    expect(egressOf(template, "ClientSecurityGroup")).toEqual(
+      expect.arrayContaining([
+        {
+          IpProtocol: "tcp",
+          FromPort: 9098,
+          ToPort: 9098,
+          DestinationSecurityGroupId: sgRef(template, "ClusterSecurityGroup"),
+        },
+        {
+          IpProtocol: "tcp",
+          FromPort: 443,
+          ToPort: 443,
+          DestinationSecurityGroupId: sgRef(template, "EndpointSecurityGroup"),
+        },
+        {
+          IpProtocol: "tcp",
+          FromPort: 443,
+          ToPort: 443,
+          DestinationPrefixListId: { "Fn::GetAtt": [lookup, "PrefixLists.0.PrefixListId"] },
+        },
+      ]),
+    );
+    expect(egressOf(template, "ClientSecurityGroup")).toHaveLength(3);
+    // That prefix list is the region's S3 one, looked up at deploy time.
+    const [custom] = Object.values(template.findResources("Custom::AWS")) as { Properties: { Create: string } }[];
+    expect(JSON.parse(custom?.Properties.Create as string)).toMatchObject({
+      service: "EC2",
+      action: "describePrefixLists",
+      parameters: { Filters: [{ Name: "prefix-list-name", Values: ["com.amazonaws.eu-west-1.s3"] }] },
+    });
+  });
+
+  it("lets the ESM pollers (cluster security group) reach only the brokers, and nothing anywhere reach 0.0.0.0/0", () => {
+    expect(egressOf(template, "ClusterSecurityGroup")).toEqual([
+      {
+        IpProtocol: "tcp",
+        FromPort: 9098,
+        ToPort: 9098,
+        DestinationSecurityGroupId: sgRef(template, "ClusterSecurityGroup"),
+      },
+    ]);
+    for (const group of Object.keys(template.findResources("AWS::EC2::SecurityGroup"))) {
+      for (const rule of egressOf(template, group)) {
+        expect(rule.IpProtocol, group).not.toBe("-1");
+        expect(rule.CidrIp, group).not.toBe("0.0.0.0/0");
+      }
+    }
+  });
+
+  it("with an existing VPC (vpcId) allows the brokers' port and 443 only", () => {
+    const t = pipelineTemplate({ vpcId: "vpc-0123456789abcdef0" });
+    const rules = egressOf(t, "ClientSecurityGroup");
+    expect(rules).toHaveLength(2);
+    expect(rules).toEqual(
+      expect.arrayContaining([
+        {
+          IpProtocol: "tcp",
+          FromPort: 9098,
+          ToPort: 9098,
+          DestinationSecurityGroupId: sgRef(t, "ClusterSecurityGroup"),
+        },
+        { IpProtocol: "tcp", FromPort: 443, ToPort: 443, CidrIp: "0.0.0.0/0" },
+      ]),
+    );
+    t.resourceCountIs("AWS::EC2::VPCEndpoint", 0);
+  });
+
+  it("scopes every endpoint policy to what the stack uses through it, and interface endpoints to this account", () => {
+    const endpoints = endpointsOf(template);
+    const account = { StringEquals: { "aws:PrincipalAccount": { Ref: "AWS::AccountId" } } };
+    for (const [name, statements] of Object.entries(endpoints)) {
+      expect(statements.length, `${name} has a policy (not the full-access default)`).toBeGreaterThan(0);
+      for (const statement of statements) {
+        const actions = Array.isArray(statement.Action) ? statement.Action : [statement.Action];
+        for (const action of actions) expect(action, name).not.toMatch(/\*/);
+        if (name !== "s3") expect(statement.Condition, name).toEqual(account);
+      }
+    }
+    const only = (name: string) => (endpoints[name] ?? []).map((s) => [s.Action, s.Resource]);
+    expect(only("kafka")).toEqual([["kafka:GetBootstrapBrokers", clusterArnOf(template)]]);
+    const repository = expect.objectContaining({
+      "Fn::Join": ["", expect.arrayContaining([expect.stringMatching(/:repository\/cdk-[a-z0-9]+-container-assets-/)])],
+    });
+    for (const ecr of ["ecr.api", "ecr.dkr"]) {
+      expect(only(ecr)).toEqual([
+        ["ecr:GetAuthorizationToken", "*"],
+        [["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], repository],
+      ]);
+    }
+    const [generatorLogs] = Object.keys(template.findResources("AWS::Logs::LogGroup")).filter((id) =>
+      id.startsWith("GeneratorLogs"),
+    );
+    expect(only("logs")).toEqual([
+      [["logs:CreateLogStream", "logs:PutLogEvents"], { "Fn::GetAtt": [generatorLogs, "Arn"] }],
+    ]);
+    // ECR's layers: presigned by ECR, so no account condition; ECR's layer bucket is the only resource.
+    expect(only("s3")).toEqual([
+      [
+        "s3:GetObject",
+        {
+          "Fn::Join": [
+            "",
+            ["arn:", { Ref: "AWS::Partition" }, ":s3:::prod-", { Ref: "AWS::Region" }, "-starport-layer-bucket/*"],
+          ],
+        },
+      ],
+    ]);
   });
 });
 

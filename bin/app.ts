@@ -4,7 +4,7 @@
  *   generatorInvalidRatio, alarmEmail.
  */
 import { App, Tags } from "aws-cdk-lib";
-import { addNagChecks, applyNagAcknowledgements } from "../lib/nag.ts";
+import { addNagChecks } from "../lib/nag.ts";
 import { UserLoginPipelineStack } from "../lib/pipeline-stack.ts";
 
 const app = new App();
@@ -41,5 +41,4 @@ const stack = new UserLoginPipelineStack(app, "UserLoginPipeline", {
 });
 // AWS::CloudWatch::Dashboard takes no tags (cfn-lint E3002).
 Tags.of(stack).add("project", "user-login-pipeline", { excludeResourceTypes: ["AWS::CloudWatch::Dashboard"] });
-applyNagAcknowledgements(stack);
 addNagChecks(app);

@@ -10,6 +10,7 @@ import * as nodejs from "aws-cdk-lib/aws-lambda-nodejs";
 import * as logs from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
 import { BUNDLES, type BundleName, bundleOptions, PROJECT_ROOT } from "./bundling.ts";
+import { acknowledge } from "./nag.ts";
 
 export interface PipelineFunctionProps {
   readonly bundle: Exclude<BundleName, "generator">;
@@ -24,31 +25,62 @@ export interface PipelineFunctionProps {
   readonly memorySize?: number;
   /** @default one month */
   readonly logRetention?: logs.RetentionDays;
-  /** @default a role CDK creates */
-  readonly role?: iam.IRole;
 }
+
+/** What a Lambda function needs to write its logs: a stream in its own log group, and events to it. */
+export const LOG_WRITE_ACTIONS = ["logs:CreateLogStream", "logs:PutLogEvents"];
 
 /**
- * A Lambda execution role with only the two AWS basics (logs; ENIs in the VPC). Grant to `role`, and give the function
- * `role.withoutPolicyUpdates()`, so that nothing (such as ManagedKafkaEventSource, which would attach
- * AWSLambdaMSKExecutionRole with describes on "*") adds to it behind our back.
+ * A Lambda execution role that may write logs only to `logGroups` (instead of AWSLambdaBasicExecutionRole, which
+ * allows logs:CreateLogGroup/CreateLogStream/PutLogEvents on every log group: the log groups here exist before their
+ * functions, so CreateLogGroup is never needed) and, with `vpc`, manage the network interfaces of a function in a VPC
+ * (AWSLambdaVPCAccessExecutionRole, the AWS-maintained minimum Lambda checks for at CreateFunction).
  */
-export function lambdaVpcRole(scope: Construct, id: string): iam.Role {
-  return new iam.Role(scope, id, {
+export function lambdaRole(
+  scope: Construct,
+  id: string,
+  props: { readonly logGroups: readonly logs.ILogGroup[]; readonly vpc?: boolean },
+): iam.Role {
+  const role = new iam.Role(scope, id, {
     assumedBy: new iam.ServicePrincipal("lambda.amazonaws.com"),
-    managedPolicies: ["service-role/AWSLambdaBasicExecutionRole", "service-role/AWSLambdaVPCAccessExecutionRole"].map(
-      (name) => iam.ManagedPolicy.fromAwsManagedPolicyName(name),
-    ),
+    managedPolicies: props.vpc
+      ? [iam.ManagedPolicy.fromAwsManagedPolicyName("service-role/AWSLambdaVPCAccessExecutionRole")]
+      : [],
   });
+  if (props.vpc) {
+    acknowledge(
+      role,
+      "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
+      "The AWS-maintained minimum for a Lambda function in a VPC: creating, describing and deleting its network interfaces (Lambda checks for it at CreateFunction); nothing else.",
+    );
+  }
+  // A log group's Arn attribute ends in ":*", which covers its log streams.
+  role.addToPolicy(
+    new iam.PolicyStatement({ actions: LOG_WRITE_ACTIONS, resources: props.logGroups.map((g) => g.logGroupArn) }),
+  );
+  return role;
 }
 
-export function pipelineFunction(scope: Construct, id: string, props: PipelineFunctionProps): nodejs.NodejsFunction {
+/** A pipeline function and its execution role (`${id}Role`), which may write only to the function's own log group. */
+export interface PipelineFunction {
+  readonly fn: nodejs.NodejsFunction;
+  /**
+   * Grant to this. The function itself holds `role.withoutPolicyUpdates()`, so that nothing (such as
+   * ManagedKafkaEventSource, which would attach AWSLambdaMSKExecutionRole with describes on "*") adds to the role
+   * behind our back: every permission is one this project grants on purpose.
+   */
+  readonly role: iam.Role;
+  readonly logGroup: logs.LogGroup;
+}
+
+export function pipelineFunction(scope: Construct, id: string, props: PipelineFunctionProps): PipelineFunction {
   const options = bundleOptions(props.bundle);
   const logGroup = new logs.LogGroup(scope, `${id}Logs`, {
     retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
     removalPolicy: RemovalPolicy.DESTROY,
   });
-  return new nodejs.NodejsFunction(scope, id, {
+  const role = lambdaRole(scope, `${id}Role`, { logGroups: [logGroup], vpc: true });
+  const fn = new nodejs.NodejsFunction(scope, id, {
     entry: `${PROJECT_ROOT}/${BUNDLES[props.bundle]}`,
     handler: "handler",
     projectRoot: PROJECT_ROOT,
@@ -62,7 +94,7 @@ export function pipelineFunction(scope: Construct, id: string, props: PipelineFu
     vpcSubnets: props.subnets,
     securityGroups: [props.securityGroup],
     logGroup,
-    role: props.role,
+    role: role.withoutPolicyUpdates(),
     environment: { NODE_OPTIONS: "--enable-source-maps", ...props.environment },
     bundling: {
       format: nodejs.OutputFormat.ESM,
@@ -75,4 +107,12 @@ export function pipelineFunction(scope: Construct, id: string, props: PipelineFu
       forceDockerBundling: false,
     },
   });
+  acknowledge(
+    fn,
+    "AwsSolutions-L1",
+    "The runtime is pinned to nodejs22.x on purpose: the code is tested on Node.js 20 and 22, not on later majors.",
+  );
+  // The role's policies must exist before the function (Lambda checks the VPC permissions at CreateFunction).
+  fn.node.addDependency(role);
+  return { fn, role, logGroup };
 }

@@ -9,6 +9,7 @@ import * as logs from "aws-cdk-lib/aws-logs";
 import { Construct } from "constructs";
 import { PROJECT_ROOT } from "./bundling.ts";
 import { checkInteger, type MskCluster, PropsError } from "./msk.ts";
+import { acknowledge } from "./nag.ts";
 
 export interface GeneratorProps {
   /** Running tasks; 0 deploys the service stopped. @default 1 */
@@ -82,6 +83,16 @@ export class GeneratorService extends Construct {
       },
       stopTimeout: undefined,
     });
+    acknowledge(
+      taskDefinition,
+      "AwsSolutions-ECS2",
+      "The generator's environment holds only non-secret settings (topic, rate, cluster ARN); it authenticates with its task role.",
+    );
+    acknowledge(
+      taskDefinition.obtainExecutionRole(),
+      "AwsSolutions-IAM5[Resource::*]",
+      "ECS's image pull needs ecr:GetAuthorizationToken, which has no resource-level permissions; the role's other actions name the asset repository and the generator's log group.",
+    );
     props.cluster.grantConnect(taskDefinition.taskRole);
     props.cluster.grantWrite(taskDefinition.taskRole, [props.topic]);
     this.service = new ecs.FargateService(this, "Service", {

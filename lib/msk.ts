@@ -20,7 +20,7 @@ import * as cr from "aws-cdk-lib/custom-resources";
 import { Construct } from "constructs";
 import { kafkaVersion } from "../functions/local/embedded-kafka.ts";
 import { DEFAULT_TOPICS, ESM_FAILURE_TOPIC, sizeConfigs } from "../functions/shared/topic-settings.ts";
-import { pipelineFunction } from "./functions.ts";
+import { lambdaRole, pipelineFunction } from "./functions.ts";
 
 export type ClusterType = "serverless" | "provisioned";
 
@@ -168,18 +168,16 @@ export class MskCluster extends Construct {
     );
   }
 
-  /** Lets `grantee` connect to the cluster and describe it (including kafka:DescribeClusterV2 for serverless). */
+  /**
+   * Lets `grantee` connect to the cluster (kafka-cluster:Connect) and look its bootstrap brokers up
+   * (kafka:GetBootstrapBrokers: every component here resolves its brokers from MSK_CLUSTER_ARN). Nothing else: no
+   * kafka-cluster:DescribeCluster (no client here sends a request that needs DESCRIBE on the cluster: kafkajs's
+   * Metadata requests need DescribeTopic only) and no kafka:DescribeCluster/DescribeClusterV2 (no code calls them;
+   * the event source mapping's DescribeClusterV2 is granted where the mapping is, lib/pipeline-stack.ts).
+   */
   grantConnect(grantee: iam.IGrantable): void {
-    iam.Grant.addToPrincipal({
-      grantee,
-      actions: ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster"],
-      resourceArns: [this.clusterArn],
-    });
-    iam.Grant.addToPrincipal({
-      grantee,
-      actions: ["kafka:DescribeCluster", "kafka:DescribeClusterV2", "kafka:GetBootstrapBrokers"],
-      resourceArns: [this.clusterArn],
-    });
+    iam.Grant.addToPrincipal({ grantee, actions: ["kafka-cluster:Connect"], resourceArns: [this.clusterArn] });
+    iam.Grant.addToPrincipal({ grantee, actions: ["kafka:GetBootstrapBrokers"], resourceArns: [this.clusterArn] });
   }
 
   /**
@@ -363,7 +361,7 @@ export class PipelineTopics extends Construct {
         "topics.replicationFactor cannot be set on MSK Serverless (it is fixed at 3): remove it or use a provisioned cluster",
       );
     }
-    const fn = pipelineFunction(this, "SetupFunction", {
+    const { fn, role } = pipelineFunction(this, "SetupFunction", {
       bundle: "topic-setup",
       description: "Creates the user-login pipeline's Kafka topics on MSK Serverless",
       vpc: props.vpc,
@@ -373,21 +371,26 @@ export class PipelineTopics extends Construct {
       memorySize: 256,
       environment: { MSK_CLUSTER_ARN: props.cluster.clusterArn, KAFKA_AUTH: "iam" },
     });
-    props.cluster.grantConnect(fn);
+    props.cluster.grantConnect(role);
     iam.Grant.addToPrincipal({
-      grantee: fn,
+      grantee: role,
       actions: ["kafka-cluster:CreateTopic", "kafka-cluster:DescribeTopic", "kafka-cluster:AlterTopic"],
       resourceArns: names.map((name) => props.cluster.resourceArn("topic", name)),
     });
+    // The Provider framework's own function (outside the VPC: it only invokes the setup function) gets a role that
+    // may write only to its log group; the framework adds lambda:InvokeFunction on the setup function to it.
+    const providerLogs = new logs.LogGroup(this, "ProviderLogs", {
+      retention: logs.RetentionDays.ONE_MONTH,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    const providerRole = lambdaRole(this, "ProviderRole", { logGroups: [providerLogs] });
     const provider = new cr.Provider(this, "Provider", {
       onEventHandler: fn,
-      logGroup: new logs.LogGroup(this, "ProviderLogs", {
-        retention: logs.RetentionDays.ONE_MONTH,
-        removalPolicy: RemovalPolicy.DESTROY,
-      }),
+      logGroup: providerLogs,
+      frameworkOnEventRole: providerRole,
     });
     const fnLogicalId = Stack.of(this).getLogicalId(fn.node.defaultChild as CfnElement);
-    Validations.of(provider).acknowledge({
+    Validations.of(providerRole).acknowledge({
       id: `AwsSolutions-IAM5[Resource::<${fnLogicalId}.Arn>:*]`,
       reason:
         "The CDK Provider framework may invoke any version of its own onEvent function (<function arn>:*), nothing else.",

@@ -1,40 +1,43 @@
 /**
- * cdk-nag (AwsSolutions pack, v3: a CDK policy-validation plugin) and the rules this stack acknowledges, each with
- * the specific reason it does not apply.
+ * cdk-nag (AwsSolutions pack, v3: a CDK policy-validation plugin) and the acknowledgements of this stack. Each is
+ * made with `acknowledge` on the one resource it concerns, where that resource is created, for one finding
+ * (`Rule[Finding]`, cdk-nag v3's form of v2's NagSuppressions.addResourceSuppressions with appliesTo), with the
+ * reason it does not apply there. None is stack-wide: the same finding on any other resource fails synthesis.
  */
-import { type App, type Stack, Validations } from "aws-cdk-lib";
+import { type App, Stack, Validations } from "aws-cdk-lib";
 import { AwsSolutionsChecks } from "cdk-nag";
+import type { IConstruct } from "constructs";
 
-export const ACKNOWLEDGED_RULES: ReadonlyArray<{ id: string; reason: string }> = [
-  {
-    id: "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
-    reason:
-      "The AWS-maintained minimum for a Lambda function's log writes (processor, topic setup, Provider framework).",
-  },
-  {
-    id: "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
-    reason: "The AWS-maintained minimum for a Lambda function in a VPC (its network interfaces).",
-  },
-  {
-    id: "AwsSolutions-IAM5[Resource::*]",
-    reason:
-      "Only actions without resource-level permissions: ec2:DescribeVpcs/DescribeSubnets/DescribeSecurityGroups for the MSK event source mapping's pollers and the key policy's own key. No kafka-cluster action has a wildcard (a test checks every statement).",
-  },
-  {
-    id: "AwsSolutions-L1",
-    reason:
-      "The runtime is pinned to nodejs22.x on purpose: the code is tested on Node.js 20 and 22, not on later majors.",
-  },
-  {
-    id: "AwsSolutions-ECS2",
-    reason:
-      "The generator's environment holds only non-secret settings (topic, rate, cluster ARN); it authenticates with its task role.",
-  },
-];
-
-export function applyNagAcknowledgements(stack: Stack): void {
-  for (const rule of ACKNOWLEDGED_RULES) Validations.of(stack).acknowledge(rule);
+export interface Acknowledgement {
+  /** The construct path of the resource it concerns. */
+  readonly path: string;
+  /** The rule and finding, e.g. "AwsSolutions-IAM5[Resource::*]". */
+  readonly id: string;
+  readonly reason: string;
 }
+
+const made = new WeakMap<Stack, Acknowledgement[]>();
+
+/** Acknowledges one finding on one resource (never a stack), and records it for review (acknowledgementsOf). */
+export function acknowledge(resource: IConstruct, id: string, reason: string): void {
+  if (Stack.isStack(resource)) {
+    throw new Error(`acknowledge ${id} on the resource it concerns, not on the stack ${resource.node.path}`);
+  }
+  Validations.of(resource).acknowledge({ id, reason });
+  const stack = Stack.of(resource);
+  made.set(stack, [...(made.get(stack) ?? []), { path: resource.node.path, id, reason }]);
+}
+
+/** Every acknowledgement made in `stack`, in the order they were made. */
+export function acknowledgementsOf(stack: Stack): readonly Acknowledgement[] {
+  return made.get(stack) ?? [];
+}
+
+/**
+ * Kept for callers (bin/app.ts used to call it, test/support/cdk.ts does): there are no stack-wide acknowledgements
+ * any more, each is made with its resource (acknowledge).
+ */
+export function applyNagAcknowledgements(_stack: Stack): void {}
 
 /** Runs the AwsSolutions pack on every stack of the app at synth time. */
 export function addNagChecks(app: App): void {

@@ -9,6 +9,8 @@ import * as iam from "aws-cdk-lib/aws-iam";
 import type * as logs from "aws-cdk-lib/aws-logs";
 import * as cr from "aws-cdk-lib/custom-resources";
 import type { Construct } from "constructs";
+import { lambdaRole } from "./functions.ts";
+import { acknowledge } from "./nag.ts";
 
 /**
  * MSK's port for IAM-authenticated clients (provisioned and Serverless alike; Serverless offers nothing else). The
@@ -99,7 +101,10 @@ export function scopeEndpointPolicies(
  * deploy time (ec2:DescribePrefixLists, which has no resource-level permissions).
  */
 export function s3PrefixListId(scope: Construct, id: string, logGroup: logs.ILogGroup): string {
+  // Its function writes only to its own log group (no AWSLambdaBasicExecutionRole); the lookup's policy is added.
+  const role = lambdaRole(scope, `${id}Role`, { logGroups: [logGroup] });
   const lookup = new cr.AwsCustomResource(scope, id, {
+    role,
     onUpdate: {
       service: "EC2",
       action: "describePrefixLists",
@@ -113,5 +118,10 @@ export function s3PrefixListId(scope: Construct, id: string, logGroup: logs.ILog
     installLatestAwsSdk: false,
     logGroup,
   });
+  acknowledge(
+    lookup,
+    "AwsSolutions-IAM5[Resource::*]",
+    "Its one statement is ec2:DescribePrefixLists, which has no resource-level permissions (Service Authorization Reference, Amazon EC2): it reads the region's S3 prefix list id, nothing else.",
+  );
   return lookup.getResponseField("PrefixLists.0.PrefixListId");
 }

@@ -11,7 +11,7 @@ import * as logs from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
 import { MAX_BATCH_SIZE } from "../functions/local/harness.ts";
 import { sizeConfigs } from "../functions/shared/topic-settings.ts";
-import { lambdaVpcRole, pipelineFunction } from "./functions.ts";
+import { pipelineFunction } from "./functions.ts";
 import { type GeneratorProps, GeneratorService } from "./generator.ts";
 import { type AlarmProps, PipelineMonitoring } from "./monitoring.ts";
 import {
@@ -23,6 +23,7 @@ import {
   resolveTopics,
   type TopicProps,
 } from "./msk.ts";
+import { acknowledge } from "./nag.ts";
 import {
   type EndpointScope,
   INTERFACE_ENDPOINTS,
@@ -31,6 +32,16 @@ import {
   s3PrefixListId,
   scopeEndpointPolicies,
 } from "./network.ts";
+
+/** The network-interface actions an MSK event source mapping needs (with-msk-permissions.html, "VPC permissions"). */
+export const ESM_NETWORK_ACTIONS = [
+  "ec2:CreateNetworkInterface",
+  "ec2:DescribeNetworkInterfaces",
+  "ec2:DescribeVpcs",
+  "ec2:DeleteNetworkInterface",
+  "ec2:DescribeSubnets",
+  "ec2:DescribeSecurityGroups",
+] as const;
 
 export interface ProcessorProps {
   /** @default "TRIM_HORIZON" */
@@ -196,9 +207,7 @@ export class UserLoginPipelineStack extends Stack {
     });
 
     const reportBatchItemFailures = p.reportBatchItemFailures ?? true;
-    const role = lambdaVpcRole(this, "ProcessorRole");
-    const fn = pipelineFunction(this, "Processor", {
-      role: role.withoutPolicyUpdates(),
+    const { fn, role } = pipelineFunction(this, "Processor", {
       bundle: "processor",
       description: "Validates and transforms user-login records; dead-letters the rest",
       vpc,
@@ -225,12 +234,28 @@ export class UserLoginPipelineStack extends Stack {
     this.cluster.grantConnect(role);
     this.cluster.grantRead(role, topics.source, groupId);
     this.cluster.grantWrite(role, [topics.processed, topics.deadLetter, topics.esmFailures]);
-    // The event source mapping's pollers describe the VPC to place their network interfaces (no resource-level scoping).
+    // What the MSK event source mapping itself needs from the function's execution role, exactly the "Required
+    // permissions" of the AWS Lambda Developer Guide, "Configuring Lambda permissions for Amazon MSK event source
+    // mappings" (with-msk-permissions.html; the same actions as AWSLambdaMSKExecutionRole, less its logs, which the
+    // mapping does not write, and less kafka:DescribeCluster: "you only need one of kafka:DescribeCluster or
+    // kafka:DescribeClusterV2 ... for serverless Amazon MSK clusters, you must use kafka:DescribeClusterV2"):
+    // kafka:DescribeClusterV2 and kafka:GetBootstrapBrokers on the cluster (GetBootstrapBrokers is in grantConnect,
+    // which the function's own MSK_CLUSTER_ARN lookup needs too), and the network-interface actions for the pollers'
+    // interfaces in the cluster's subnets, which have no resource-level scoping in this form. Its Kafka data-plane
+    // actions (IAM auth) are grantConnect and grantRead; its on-failure writes to the failure topic, grantWrite.
+    role.addToPolicy(
+      new iam.PolicyStatement({ actions: ["kafka:DescribeClusterV2"], resources: [this.cluster.clusterArn] }),
+    );
     role.addToPolicy(
       new iam.PolicyStatement({
-        actions: ["ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"],
+        actions: [...ESM_NETWORK_ACTIONS],
         resources: ["*"],
       }),
+    );
+    acknowledge(
+      role,
+      "AwsSolutions-IAM5[Resource::*]",
+      "Only the MSK event source mapping's network-interface actions (ec2:CreateNetworkInterface, DescribeNetworkInterfaces, DescribeVpcs, DeleteNetworkInterface, DescribeSubnets, DescribeSecurityGroups), the required set of the Lambda Developer Guide's with-msk-permissions.html; the Describe actions have no resource-level permissions. Every kafka and kafka-cluster action of this role names its cluster, topic or group ARN (a test checks).",
     );
     const source = new sources.ManagedKafkaEventSource({
       clusterArn: this.cluster.clusterArn,

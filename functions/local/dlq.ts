@@ -107,7 +107,20 @@ export interface PeekLine {
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-/** A dead letter for display: headers and the decoded value (masked unless `unmask`). */
+/** The pipeline's own headers: metadata it writes (where a record came from, why it failed, where it was redriven from). */
+const PIPELINE_HEADERS = new Set<string>([...Object.values(HEADER), "redrive.from"]);
+
+/**
+ * A header value for display. The pipeline's own headers are metadata, shown with anything that looks like an IPv4
+ * address or a UUID masked; every other header came with the source record, so its content is unknown and masked
+ * whole (its last four characters kept, as for the personal fields).
+ */
+function maskHeader(name: string, text: string): string {
+  if (PIPELINE_HEADERS.has(name)) return maskPersonalData(text);
+  return text === "" ? "" : maskString(text);
+}
+
+/** A dead letter for display: headers, key and the decoded value (personal data masked unless `unmask`). */
 export function peekLine(letter: DeadLetter, unmask: boolean): PeekLine {
   let value: string | null = null;
   if (letter.value !== null) {
@@ -119,7 +132,10 @@ export function peekLine(letter: DeadLetter, unmask: boolean): PeekLine {
     }
   }
   const headers = Object.fromEntries(
-    Object.keys(letter.headers).map((name) => [name, headerText(letter.headers, name) ?? ""]),
+    Object.keys(letter.headers).map((name) => {
+      const text = headerText(letter.headers, name) ?? "";
+      return [name, unmask ? text : maskHeader(name, text)];
+    }),
   );
   const key = letter.key === null ? null : letter.key.toString();
   return {

@@ -171,9 +171,15 @@ const mskEventValidator = (): middy.MiddlewareObj<unknown, HandlerResponse> => (
   },
 });
 
-/** The middy handler: Lambda context in every log line, the MSK event checked, metrics flushed once per invocation. */
+/**
+ * The middy handler: Lambda context in every log line, the MSK event checked, metrics flushed once per invocation.
+ * `logEvent: false` explicitly: otherwise POWERTOOLS_LOGGER_LOG_EVENT=true (an environment setting someone may turn
+ * on to debug) would make Powertools log every event whole, every record's key, value and headers with it.
+ */
 export function createHandler(deps: ProcessorDependencies) {
-  const handler = middy<unknown, HandlerResponse>().use(injectLambdaContext(logger, { resetKeys: true }));
+  const handler = middy<unknown, HandlerResponse>().use(
+    injectLambdaContext(logger, { resetKeys: true, logEvent: false }),
+  );
   if (deps.metrics) handler.use(logMetrics(deps.metrics));
   return handler.use(mskEventValidator()).handler((event) => processMskEvent(event as MskEvent, deps));
 }

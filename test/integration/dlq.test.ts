@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { compileInputSchema, userLoginSchema } from "../../functions/core/schema.ts";
 import { GeneratorModel, INVALID_KINDS, type RecordKind } from "../../functions/generator/model.ts";
-import { dlqStats, peekLine, readDeadLetters, redrive } from "../../functions/local/dlq.ts";
+import { type DeadLetter, dlqStats, peekLine, readDeadLetters, redrive } from "../../functions/local/dlq.ts";
 import { REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
 import { MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { topicOverview } from "../../functions/local/topic-overview.ts";
@@ -56,6 +56,58 @@ async function drain(topics: PipelineTopics, groupId: string, validate?: Process
   await harness.stop();
   await container.close();
 }
+
+describe("dlq peek masking", () => {
+  const ip = "198.51.100.23";
+  const userId = "6f1d2c3b-4a59-4e8f-9a7b-0c1d2e3f4a5b";
+  const letter: DeadLetter = {
+    partition: 0,
+    offset: 7,
+    timestamp: 1_720_589_697_000,
+    key: Buffer.from(userId),
+    value: Buffer.from(JSON.stringify({ user_id: userId, ip, device_type: "iOS" })),
+    headers: Object.assign(Object.create(null), {
+      "error.code": Buffer.from("SCHEMA_VIOLATION"),
+      "error.message": Buffer.from("must have required property 'device_id'"),
+      "source.topic": Buffer.from("user-login"),
+      "source.offset": Buffer.from("7"),
+      "redrive.from": Buffer.from("user-login-dlq/0/3"),
+      // The source record's own headers: content unknown, personal data possible.
+      "x-forwarded-for": Buffer.from(ip),
+      "x-user": Buffer.from(userId),
+      "x-email": Buffer.from("jane.doe@example.com"),
+      "x-empty": null,
+    }),
+    code: "SCHEMA_VIOLATION",
+    message: "must have required property 'device_id'",
+  };
+
+  it("masks header values too (a source record's headers whole, the pipeline's by pattern) unless --unmask", () => {
+    const masked = peekLine(letter, false);
+    const text = JSON.stringify(masked);
+    for (const secret of [ip, userId, "jane.doe@example.com"]) expect(text).not.toContain(secret);
+    // The pipeline's own headers stay readable: they say why and from where.
+    expect(masked.headers).toMatchObject({
+      "error.code": "SCHEMA_VIOLATION",
+      "error.message": "must have required property 'device_id'",
+      "source.topic": "user-login",
+      "source.offset": "7",
+      "redrive.from": "user-login-dlq/0/3",
+      "x-empty": "",
+    });
+    expect(masked.headers["x-email"]).toBe("********.com");
+    expect(masked.headers["x-forwarded-for"]).toBe("********0.23");
+
+    const unmasked = peekLine(letter, true);
+    expect(unmasked.headers).toMatchObject({
+      "x-forwarded-for": ip,
+      "x-user": userId,
+      "x-email": "jane.doe@example.com",
+    });
+    expect(unmasked.key).toBe(userId);
+    expect(unmasked.value).toContain(ip);
+  });
+});
 
 describe("the dead-letter workflow", () => {
   it("counts the generator's bad mix by code, masks personal data, and redrives once after the schema is loosened", async () => {

@@ -1,5 +1,6 @@
 import { createServer } from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
+import middy from "@middy/core";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { InvalidEventError } from "../../functions/core/msk.ts";
 import type { OutputRecord } from "../../functions/core/process.ts";
 import { lambdaContext } from "../../functions/local/lambda-runtime.ts";
@@ -14,7 +15,7 @@ import {
 import type { OutputSender, SendResult } from "../../functions/processor/sender.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
 import { clearDiscoveredBrokers } from "../../functions/shared/msk-auth.ts";
-import { loadEvent } from "../support/msk.ts";
+import { loadEvent, mskEvent, mskRecord, validLogin } from "../support/msk.ts";
 
 const NOW = new Date("2026-11-25T10:00:00.000Z");
 
@@ -205,6 +206,52 @@ describe("the configured cluster (MSK_CLUSTER_ARN), as deployed", () => {
     const event = { ...loadEvent("valid-batch.json"), bootstrapServers: "127.0.0.1:2" };
     await expect(container.getSender(event)).rejects.toThrow(/could not connect the producer to 127.0.0.1:1 /);
     await container.close();
+  });
+});
+
+describe("personal data and the logs", () => {
+  it("never logs a record's value, key or headers, even with POWERTOOLS_LOGGER_LOG_EVENT=true", async () => {
+    // Powertools reads the setting when the Logger is made: a fresh copy of the modules, made with it on.
+    vi.stubEnv("POWERTOOLS_LOGGER_LOG_EVENT", "true");
+    vi.stubEnv("LOG_LEVEL", "DEBUG");
+    vi.resetModules();
+    const lines: string[] = [];
+    const capture = vi.spyOn(process.stderr, "write").mockImplementation((chunk) => {
+      lines.push(String(chunk));
+      return true;
+    });
+    try {
+      const processor = await import("../../functions/processor/processor.ts");
+      const { logger } = await import("../../functions/shared/log.ts");
+      const { injectLambdaContext } = await import("@aws-lambda-powertools/logger/middleware");
+      const ip = "203.0.113.77";
+      const userId = "0d4c7b1e-5f7a-4e8b-9c61-2a3b4c5d6e7f";
+      const record = mskRecord({
+        value: JSON.stringify(validLogin({ ip, user_id: userId })),
+        key: "user-key-4242",
+        headers: { "x-session": "session-secret-9876" },
+      });
+      const event = mskEvent([record]);
+      const secrets = [record.value as string, record.key as string, ip, userId, "session-secret-9876"];
+
+      // Control: Powertools' middleware left to the setting logs the whole event, these values with it.
+      await middy()
+        .use(injectLambdaContext(logger))
+        .handler(async () => ({}))(event, lambdaContext());
+      expect(lines.join("")).toContain(record.value);
+      lines.length = 0;
+
+      const handler = processor.createHandler({ ...deps(recordingSender()), config: loadProcessorConfig({}) });
+      const response = await handler(event, lambdaContext());
+      expect(response.summary).toMatchObject({ in: 1, processed: 1, written: 1 });
+      const logged = lines.join("");
+      expect(logged).toContain("batch done");
+      for (const secret of secrets) expect(logged).not.toContain(secret);
+    } finally {
+      capture.mockRestore();
+      vi.unstubAllEnvs();
+      vi.resetModules();
+    }
   });
 });
 

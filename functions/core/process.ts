@@ -349,12 +349,15 @@ export interface BatchItemFailure {
 }
 
 /**
- * Given outputs in event order of which the first `written` are durably written, names the first unwritten source
- * record of each partition that has one: what Lambda's Kafka partial batch response expects.
+ * Given outputs in event order and the indices of those not durably written, names the first unwritten source record
+ * of each partition that has one: what Lambda's Kafka partial batch response expects.
  */
-export function firstUnwrittenPerPartition(outputs: readonly OutputRecord[], written: number): BatchItemFailure[] {
+export function firstUnwrittenPerPartition(
+  outputs: readonly OutputRecord[],
+  unwritten: Iterable<number>,
+): BatchItemFailure[] {
   const failures = new Map<string, number>();
-  for (let i = written; i < outputs.length; i++) {
+  for (const i of unwritten) {
     const source = (outputs[i] as OutputRecord).source;
     const id = partitionId(source);
     const known = failures.get(id);

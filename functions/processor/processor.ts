@@ -23,7 +23,7 @@ import {
 import { type ProcessorConfig, parseBrokers } from "../shared/config.ts";
 import { type AwsClients, connectKafka, createProducer, ProducerSlot } from "../shared/kafka.ts";
 import { log, logger } from "../shared/log.ts";
-import { kafkaSender, type OutputSender, OutputTooLargeError } from "./sender.ts";
+import { isTooLarge, kafkaSender, type OutputSender } from "./sender.ts";
 import { addBatchMetrics, offsetRanges, recordAges } from "./telemetry.ts";
 
 export interface HandlerSummary extends BatchSummary {
@@ -109,7 +109,8 @@ export async function processMskEvent(event: MskEvent, deps: ProcessorDependenci
     const result = await sender.send(outputs);
     written = result.written;
     if (written < outputs.length) {
-      batchItemFailures = firstUnwrittenPerPartition(outputs, written);
+      const unwritten = result.unwritten ?? outputs.map((_, i) => i).slice(written);
+      batchItemFailures = firstUnwrittenPerPartition(outputs, unwritten);
       const cause = result.error ?? new Error("the sender stopped early without an error");
       // A record over its topic's limit fails every retry: a misconfigured cluster, said loudly (metric, alarm).
       if (isTooLarge(cause)) unwritable = 1;
@@ -147,21 +148,6 @@ export async function processMskEvent(event: MskEvent, deps: ProcessorDependenci
     );
   }
   return { batchItemFailures, summary };
-}
-
-/**
- * A record over its topic's limit: found by the sender (OutputTooLargeError, from the configured limits) or by the
- * broker (kafkajs KafkaJSProtocolError type MESSAGE_TOO_LARGE / RECORD_LIST_TOO_LARGE, possibly as the cause of its
- * KafkaJSNumberOfRetriesExceeded): the topic's real limit is below the configured one.
- */
-function isTooLarge(error: unknown): boolean {
-  let e = error as { type?: string; cause?: unknown; originalError?: unknown } | undefined;
-  for (let depth = 0; e && depth < 10; depth++) {
-    if (e instanceof OutputTooLargeError || e.type === "MESSAGE_TOO_LARGE" || e.type === "RECORD_LIST_TOO_LARGE")
-      return true;
-    e = (e.cause ?? e.originalError) as typeof e;
-  }
-  return false;
 }
 
 /** Rejects anything that is not an MSK event before the handler runs. */

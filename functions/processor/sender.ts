@@ -1,15 +1,21 @@
 /**
  * Writing the core's output records to Kafka, in event order, in produce requests that each destination accepts.
  */
-import type { IHeaders, Message, TopicMessages } from "kafkajs";
+import { CompressionTypes, type IHeaders, type Message, type TopicMessages } from "kafkajs";
+import { partitionId } from "../core/msk.ts";
 import type { OutputHeaders, OutputRecord } from "../core/process.ts";
 import { RECORD_BATCH_OVERHEAD } from "../core/record-size.ts";
 import type { ProducerSlot } from "../shared/kafka.ts";
 
 export interface SendResult {
-  /** How many outputs, from the start, are durably written (acks=all). */
+  /** How many outputs are durably written (acks=all). */
   readonly written: number;
-  /** Why the rest were not. */
+  /**
+   * Indices of the outputs that are not, ascending; never an output written after an unwritten one of its source
+   * partition. @default all after the first `written` (a sender that stops at its first failure)
+   */
+  readonly unwritten?: readonly number[];
+  /** Why they are not. */
   readonly error?: Error;
 }
 
@@ -18,19 +24,52 @@ export interface OutputSender {
   send(outputs: readonly OutputRecord[]): Promise<SendResult>;
 }
 
-/** An output that no produce request can carry: it is over its topic's `max.message.bytes` on its own. */
+/** An output that no produce request can carry: the broker refused it as too large, gzip-compressed and alone. */
 export class OutputTooLargeError extends Error {
   constructor(
     readonly output: OutputRecord,
     readonly limit: number,
+    options?: { cause?: unknown },
   ) {
     super(
       `a ${output.kind} record of ${RECORD_BATCH_OVERHEAD + output.bytes} bytes (from ${output.source.topic} ` +
-        `partition ${output.source.partition} offset ${output.source.offset}) is over ${output.topic}'s ` +
-        `max.message.bytes of ${limit}: raise that topic's max.message.bytes and the processor's matching setting`,
+        `partition ${output.source.partition} offset ${output.source.offset}) is too large for ${output.topic} ` +
+        `even compressed (limit configured here: ${limit} bytes): raise that topic's max.message.bytes`,
+      options,
     );
     this.name = "OutputTooLargeError";
   }
+}
+
+/**
+ * A record over its topic's limit: found by the sender (OutputTooLargeError) or by the broker (kafkajs
+ * KafkaJSProtocolError type MESSAGE_TOO_LARGE / RECORD_LIST_TOO_LARGE, possibly inside KafkaJSNumberOfRetriesExceeded).
+ */
+export function isTooLarge(error: unknown): boolean {
+  return errorChain(error).some(
+    (e) => e instanceof OutputTooLargeError || e.type === "MESSAGE_TOO_LARGE" || e.type === "RECORD_LIST_TOO_LARGE",
+  );
+}
+
+type KafkaError = { name?: string; type?: string; retriable?: boolean; cause?: unknown; originalError?: unknown };
+
+function errorChain(error: unknown): KafkaError[] {
+  const chain: KafkaError[] = [];
+  let e = error as KafkaError | undefined;
+  for (let depth = 0; e && typeof e === "object" && depth < 10; depth++) {
+    chain.push(e);
+    e = (e.originalError ?? e.cause) as KafkaError | undefined;
+  }
+  return chain;
+}
+
+/** Worth another attempt with a new producer: anything but a record too large or a refused authorization. */
+function isRetriable(error: unknown): boolean {
+  return !errorChain(error).some(
+    (e) =>
+      e instanceof OutputTooLargeError ||
+      /TOO_LARGE|AUTHORIZATION_FAILED|INVALID_RECORD|CORRUPT_MESSAGE/.test(e.type ?? ""),
+  );
 }
 
 export interface SendLimits {
@@ -38,6 +77,15 @@ export interface SendLimits {
   readonly requestBytes: number;
   /** Each destination topic's `max.message.bytes`; a topic not listed is bounded by requestBytes. */
   readonly maxMessageBytes: Readonly<Record<string, number>>;
+}
+
+export interface SendRetry {
+  /** Attempts per produce request, each with a new producer. @default 3 */
+  readonly attempts?: number;
+  /** Pause before the second attempt, doubled for each further one. @default 200 */
+  readonly backoffMs?: number;
+  /** No new attempt starts once a send has taken this long. @default 15000 */
+  readonly budgetMs?: number;
 }
 
 /**
@@ -56,9 +104,9 @@ function toKafkaHeaders(headers: OutputHeaders): IHeaders {
   return headers as IHeaders;
 }
 
-function toTopicMessages(outputs: readonly OutputRecord[], from: number, to: number): TopicMessages[] {
+function toTopicMessages(outputs: readonly OutputRecord[], indices: readonly number[]): TopicMessages[] {
   const byTopic = new Map<string, Message[]>();
-  for (let i = from; i < to; i++) {
+  for (const i of indices) {
     const output = outputs[i] as OutputRecord;
     let messages = byTopic.get(output.topic);
     if (!messages) {
@@ -70,53 +118,152 @@ function toTopicMessages(outputs: readonly OutputRecord[], from: number, to: num
   return [...byTopic].map(([topic, messages]) => ({ topic, messages }));
 }
 
+const limitOf = (output: OutputRecord, limits: SendLimits) =>
+  limits.maxMessageBytes[output.topic] ?? limits.requestBytes;
+
+/** Whether the output fits its topic's limit on its own, uncompressed. */
+export const fitsAlone = (output: OutputRecord, limits: SendLimits): boolean =>
+  RECORD_BATCH_OVERHEAD + output.bytes <= limitOf(output, limits);
+
 /**
- * Where the produce request that starts at `start` ends: each topic's records together stay within that topic's
- * `max.message.bytes` (so every partition's record batch does, whichever partition kafkajs picks), the whole within
- * `requestBytes`. Returns `start` when the record at `start` cannot fit any request.
+ * The next produce request from `start`: consecutive outputs, leaving out (`skipped`) those of `blocked` source
+ * partitions, while each topic's records together stay within that topic's `max.message.bytes` (so every partition's
+ * record batch does, whichever partition a record lands on) and the whole within `requestBytes`. It stops before an
+ * output that does not fit on its own; `indices` is empty when that is the first one.
  */
-export function requestEnd(outputs: readonly OutputRecord[], start: number, limits: SendLimits): number {
+export function nextRequest(
+  outputs: readonly OutputRecord[],
+  start: number,
+  limits: SendLimits,
+  blocked: ReadonlySet<string> = new Set(),
+): { indices: number[]; skipped: number[]; end: number } {
+  const indices: number[] = [];
+  const skipped: number[] = [];
   const perTopic = new Map<string, number>();
   let total = 0;
   let end = start;
-  while (end < outputs.length) {
+  for (; end < outputs.length; end++) {
     const output = outputs[end] as OutputRecord;
-    const limit = limits.maxMessageBytes[output.topic] ?? limits.requestBytes;
+    if (blocked.size > 0 && blocked.has(partitionId(output.source))) {
+      skipped.push(end);
+      continue;
+    }
     const topicBytes = perTopic.get(output.topic) ?? RECORD_BATCH_OVERHEAD;
-    if (topicBytes + output.bytes > limit || (end > start && total + output.bytes > limits.requestBytes)) break;
+    if (topicBytes + output.bytes > limitOf(output, limits)) break;
+    if (indices.length > 0 && total + output.bytes > limits.requestBytes) break;
     perTopic.set(output.topic, topicBytes + output.bytes);
     total += output.bytes;
-    end++;
+    indices.push(end);
   }
-  return end;
+  return { indices, skipped, end };
 }
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 /**
- * Sends outputs in consecutive produce requests (see requestEnd), each awaited (acks=all) before the next: when one
- * fails, everything before it is written and nothing after it was tried. The producer comes from a ProducerSlot, so a
- * failed request also retires the producer that sent it.
+ * Sends outputs in event order, one produce request at a time (acks=all), each awaited before the next.
+ *
+ * A failed request is tried again, up to `retry.attempts` times, with a new producer each time (the slot retires
+ * the one that failed): the producers have no retries of their own (see createProducer). When the attempts run out,
+ * nothing after the failed request is sent: everything before it is written, the rest is reported unwritten.
+ *
+ * An output over its topic's limit on its own (a dead letter of a record that was compressed at the source, say) is
+ * sent alone, gzip-compressed, since the broker checks the compressed batch. If the broker still refuses it, it is
+ * unwritable: it and every later output of the same source partition stay unwritten (order within a partition),
+ * while other partitions' outputs go on, so one such record does not hold up the rest of the batch.
  */
-export function kafkaSender(slot: Pick<ProducerSlot, "run">, limits: SendLimits): OutputSender {
+export function kafkaSender(slot: Pick<ProducerSlot, "run">, limits: SendLimits, retry: SendRetry = {}): OutputSender {
+  const attempts = retry.attempts ?? 3;
+  const backoffMs = retry.backoffMs ?? 200;
+  const budgetMs = retry.budgetMs ?? 15_000;
+  const produce = async (topicMessages: TopicMessages[], compressed: boolean) => {
+    const started = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await slot.run((producer) =>
+          producer.sendBatch({
+            acks: -1,
+            topicMessages,
+            compression: compressed ? CompressionTypes.GZIP : CompressionTypes.None,
+          }),
+        );
+        return;
+      } catch (error) {
+        if (attempt >= attempts || !isRetriable(error) || Date.now() - started > budgetMs) throw error;
+        await sleep(backoffMs * 2 ** (attempt - 1));
+      }
+    }
+  };
   return {
     async send(outputs) {
-      let start = 0;
-      while (start < outputs.length) {
-        const end = requestEnd(outputs, start, limits);
-        if (end === start) {
-          const output = outputs[start] as OutputRecord;
-          const limit = limits.maxMessageBytes[output.topic] ?? limits.requestBytes;
-          return { written: start, error: new OutputTooLargeError(output, limit) };
+      const unwritten: number[] = [];
+      const blocked = new Set<string>();
+      let written = 0;
+      let error: Error | undefined;
+      /** One output in a request of its own; gzip when it is over the limit uncompressed. False: unwritable. */
+      const sendAlone = async (k: number): Promise<boolean> => {
+        const output = outputs[k] as OutputRecord;
+        let compressed = !fitsAlone(output, limits);
+        for (;;) {
+          try {
+            await produce(toTopicMessages(outputs, [k]), compressed);
+            return true;
+          } catch (cause) {
+            if (!isTooLarge(cause)) throw cause;
+            if (compressed) {
+              blocked.add(partitionId(output.source));
+              error ??= new OutputTooLargeError(output, limitOf(output, limits), { cause });
+              return false;
+            }
+            compressed = true;
+          }
         }
+      };
+      /** Outputs from..to-1 one by one; false when a failure other than "too large" ended the send. */
+      const oneByOne = async (from: number, to: number): Promise<boolean> => {
+        for (let k = from; k < to; k++) {
+          if (blocked.has(partitionId((outputs[k] as OutputRecord).source))) unwritten.push(k);
+          else {
+            try {
+              if (await sendAlone(k)) written++;
+              else unwritten.push(k);
+            } catch (cause) {
+              giveUp(k, cause);
+              return false;
+            }
+          }
+        }
+        return true;
+      };
+      const giveUp = (from: number, cause: unknown) => {
+        for (let j = from; j < outputs.length; j++) unwritten.push(j);
+        error = cause instanceof Error ? cause : new Error(String(cause));
+      };
+      let i = 0;
+      while (i < outputs.length) {
+        const output = outputs[i] as OutputRecord;
+        if (blocked.has(partitionId(output.source)) || !fitsAlone(output, limits)) {
+          if (!(await oneByOne(i, i + 1))) break;
+          i++;
+          continue;
+        }
+        const request = nextRequest(outputs, i, limits, blocked);
         try {
-          await slot.run((producer) =>
-            producer.sendBatch({ acks: -1, topicMessages: toTopicMessages(outputs, start, end) }),
-          );
-        } catch (error) {
-          return { written: start, error: error instanceof Error ? error : new Error(String(error)) };
+          await produce(toTopicMessages(outputs, request.indices), false);
+          written += request.indices.length;
+          unwritten.push(...request.skipped);
+        } catch (cause) {
+          if (!isTooLarge(cause)) {
+            giveUp(i, cause);
+            break;
+          }
+          // The broker's limit is below the configured one: find the record(s) it refuses, one at a time.
+          if (!(await oneByOne(i, request.end))) break;
         }
-        start = end;
+        i = request.end;
       }
-      return { written: outputs.length };
+      const sorted = [...new Set(unwritten)].sort((a, b) => a - b);
+      return { written, unwritten: sorted, error };
     },
   };
 }

@@ -131,12 +131,21 @@ export async function connectKafka(
 }
 
 /**
- * An idempotent producer with acks=all semantics (set per send): no duplicates from its own retries, ordered per
- * partition. Its retries are bounded so that an unreachable broker fails an invocation instead of hanging it.
+ * The pipeline's producer: acks=all (set per send), one request in flight, NOT idempotent, and by default no retries
+ * of its own; whoever sends retries a failed request with a new producer (kafkaSender, the generator's loop).
+ *
+ * Why not kafkajs's own retries, and so why not its idempotent producer (which requires them): on a retry inside one
+ * send, kafkajs 2.2.4 re-sends only to the brokers that have not answered yet (`brokersWithoutResponse` in
+ * node_modules/kafkajs/src/producer/sendMessages.js) but assigns partitions anew first, so a record whose partition
+ * now lives on a broker that did answer (a key-less record, spread round-robin; a keyed one whose leader moved, as in
+ * a rolling broker restart) is never sent, and the send still resolves: silent loss with more than one broker
+ * (kafkajs issue 1303; reproduced against a two-broker cluster). With no retries inside kafkajs a failed request
+ * fails the send, and the caller resends all of it: at worst duplicates, which the `source.*` headers identify.
+ * `retries` > 0 is for tests and tools on a single broker only.
  */
-export function createProducer(kafka: Kafka, retries = 5): Producer {
+export function createProducer(kafka: Kafka, retries = 0): Producer {
   return kafka.producer({
-    idempotent: true,
+    idempotent: false,
     maxInFlightRequests: 1,
     allowAutoTopicCreation: false,
     // murmur2 on the key, as the Java client: one user's records stay on one partition.
@@ -147,15 +156,11 @@ export function createProducer(kafka: Kafka, retries = 5): Producer {
 
 /**
  * A producer that is never reused after a failed send: `run` hands out the connected producer; when the work throws,
- * the producer is disconnected (in the background) and the next `run` connects a new one.
- *
- * Why: on a failed produce request kafkajs's idempotent producer rolls back the sequence numbers of *every*
- * partition in that request (node_modules/kafkajs/src/producer/sendMessages.js, the `catch` around
- * `broker.produce`: `updateSequence(topic, partition, -messages.length)`), partitions the broker already wrote
- * included. Reused, its next send to such a partition is refused (OUT_OF_ORDER_SEQUENCE_NUMBER) or, when it carries
- * as many records, taken by the broker for a retry of the written batch and acknowledged without being written. A new
- * producer gets a new producer id whose sequences start at 0. kafkajs's own retries inside one send re-send the same
- * records with the same sequence numbers, which the broker deduplicates: those stay.
+ * the producer is disconnected (in the background) and the next `run` connects a new one, with fresh connections and
+ * metadata. (For an idempotent producer this is also what keeps a partly failed request from losing records: kafkajs
+ * rolls back the sequence numbers of every partition of a failed request, written ones included
+ * (sendMessages.js, the `catch` around `broker.produce`), so a reused producer's next send to such a partition is
+ * refused, or taken by the broker for a duplicate and dropped.)
  */
 export class ProducerSlot {
   private current: Promise<Producer> | undefined;

@@ -3,7 +3,7 @@
  * handler: a producer reused after a partly failed request (defect 1), outputs the broker would refuse (defect 2),
  * headers named like Object.prototype members through the harness (defect 3).
  */
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { ConfigResourceTypes, type Kafka, Partitioners } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MskEvent } from "../../functions/core/msk.ts";
@@ -72,7 +72,7 @@ async function setMaxMessageBytes(admin: Kafka, topic: string, bytes: number): P
 }
 
 /** An MSK event of these source values, offsets from `first` on partition 0. */
-function eventOf(topic: string, values: { key: string; value: string }[], first = 0): MskEvent {
+function eventOf(topic: string, values: { key: string; value: string | Buffer }[], first = 0): MskEvent {
   const records = values.map((v, i) =>
     toMskRecord(topic, 0, {
       offset: String(first + i),
@@ -90,7 +90,8 @@ describe("a producer is never reused after a failed send (defect 1)", () => {
     // The broker refuses big records on the processed topic; the processor's configured limit does not know.
     await setMaxMessageBytes(kafka, topics.processed, 2048);
     const processor = processorFor(topics, { PARTIAL_BATCH_RESPONSE: "true" });
-    const big = JSON.stringify(validLogin({ user_id: "big", note: "x".repeat(3000) }));
+    // Random text: gzip cannot bring it under the broker's limit either.
+    const big = JSON.stringify(validLogin({ user_id: "big", note: randomBytes(6000).toString("base64") }));
     const small = (id: string) => JSON.stringify(validLogin({ user_id: id }));
     // One request: a refused record for partition 0 and a small one for partition 1.
     const first = await processor.invoke(
@@ -99,15 +100,18 @@ describe("a producer is never reused after a failed send (defect 1)", () => {
         { key: keyFor(0, 2), value: big },
       ]),
     );
-    expect(first.batchItemFailures).toEqual([{ itemIdentifier: { partition: `${topics.source}-0`, offset: 0 } }]);
+    // The refused record is found (one at a time, then gzip-compressed) and only it stays unwritten.
+    expect(first.batchItemFailures).toEqual([{ itemIdentifier: { partition: `${topics.source}-0`, offset: 1 } }]);
+    expect(first.summary.written).toBe(1);
     // A later batch whose one record goes to partition 1 with as many records as the refused request had there.
     const second = await processor.invoke(eventOf(topics.source, [{ key: keyFor(1, 2), value: small("c-later") }], 5));
     expect(second.batchItemFailures).toEqual([]);
     expect(second.summary.written).toBe(1);
     const users = (await readTopic(kafka, topics.processed)).map((r) => JSON.parse(String(r.value)).user_id);
     expect(users).toContain("c-later");
-    expect(processor.container.discards()).toBe(1);
-    expect(processor.container.connects()).toBe(2);
+    // Every failed request retired its producer: the refused request, then the record alone, plain and gzip.
+    expect(processor.container.discards()).toBe(3);
+    expect(processor.container.connects()).toBe(4);
     await processor.container.close();
   });
 });
@@ -145,7 +149,8 @@ describe("outputs the broker would refuse never wedge a partition (defect 2)", (
     const response = await processor.invoke(
       eventOf(topics.source, [
         { key: "ok", value: JSON.stringify(validLogin()) },
-        { key: "bad", value: `not json ${"z".repeat(1_048_400)}` },
+        // Random bytes (not UTF-8: INVALID_JSON): its dead letter is over the limit, gzip-compressed too.
+        { key: "bad", value: randomBytes(1_048_400) },
       ]),
     );
     expect(response.summary.written).toBe(1);

@@ -295,11 +295,11 @@ describe("processing a whole event", () => {
 
   it("names the first unwritten record of each partition for a partial batch response", () => {
     const outputs = processEvent(loadEvent("mixed-batch.json"), options);
-    expect(firstUnwrittenPerPartition(outputs, 10)).toEqual([]);
-    expect(firstUnwrittenPerPartition(outputs, 7)).toEqual([
+    expect(firstUnwrittenPerPartition(outputs, [])).toEqual([]);
+    expect(firstUnwrittenPerPartition(outputs, [7, 8, 9])).toEqual([
       { itemIdentifier: { partition: "user-login-1", offset: 12 } },
     ]);
-    expect(firstUnwrittenPerPartition(outputs, 3)).toEqual([
+    expect(firstUnwrittenPerPartition(outputs, [3, 4, 5, 6, 7, 8, 9])).toEqual([
       { itemIdentifier: { partition: "user-login-0", offset: 3 } },
       { itemIdentifier: { partition: "user-login-1", offset: 10 } },
     ]);

@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { isWholeNumberToken, jsonSyntaxError, objectMembers } from "../../functions/core/json-text.ts";
 import { type DeadLetterOutput, type OutputRecord, processRecord } from "../../functions/core/process.ts";
 import { RECORD_BATCH_OVERHEAD, recordBytes } from "../../functions/core/record-size.ts";
-import { requestEnd } from "../../functions/processor/sender.ts";
+import { nextRequest } from "../../functions/processor/sender.ts";
 import { mskRecord, validLogin } from "../support/msk.ts";
 
 const options = {
@@ -273,8 +273,9 @@ describe("sizes are UTF-8 bytes as the broker counts them (defect 2)", () => {
     };
     let start = 0;
     while (start < outputs.length) {
-      const end = requestEnd(outputs, start, limits);
+      const { indices, end } = nextRequest(outputs, start, limits);
       expect(end).toBeGreaterThan(start);
+      expect(indices).toEqual(Array.from({ length: end - start }, (_, k) => start + k));
       const perTopic = new Map<string, number>();
       for (const o of outputs.slice(start, end) as OutputRecord[])
         perTopic.set(o.topic, (perTopic.get(o.topic) ?? RECORD_BATCH_OVERHEAD) + o.bytes);
@@ -283,6 +284,6 @@ describe("sizes are UTF-8 bytes as the broker counts them (defect 2)", () => {
       start = end;
     }
     const tooBig = run("y".repeat(13_000));
-    expect(requestEnd([tooBig], 0, limits)).toBe(0);
+    expect(nextRequest([tooBig], 0, limits).indices).toEqual([]);
   });
 });

@@ -21,17 +21,30 @@
  *   const proxy = new FaultProxy({ targetPort: () => kafka.proxiedPort });
  *   const kafka = new EmbeddedKafka({ proxiedListener: { advertisedPort: await proxy.start() } });
  *   await kafka.start();
+ *
+ * Authorization tests and `npm start -- --enforce-iam` use the `authorization` option: every client listener then
+ * authenticates with SCRAM-SHA-512 (the main one becomes SASL_PLAINTEXT, PROXIED too, SASL_SSL already is), the
+ * controller listener with SASL/PLAIN and a random password only the broker knows, and an authorizer as strict as
+ * MSK's IAM access control (kafka/MskLikeAuthorizer.java, compiled with javac into .cache on first use) allows nothing
+ * without an ACL. No listener is left where an unauthenticated client (principal User:ANONYMOUS) could connect.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { delimiter, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const POM = join(REPO_ROOT, "kafka", "pom.xml");
+/** The MSK-like authorizer's source (see its comment) and class name. */
+const AUTHORIZER_SOURCE = join(REPO_ROOT, "kafka", "MskLikeAuthorizer.java");
+const AUTHORIZER_CLASS = "userlogin.local.MskLikeAuthorizer";
+/** The broker's own principal on the controller listener (SASL/PLAIN); not a SCRAM user. */
+const CONTROLLER_USER = "kraft-controller";
+/** SCRAM user names kafka-storage's --add-scram can take, and ACL principals can name, unquoted. */
+const SCRAM_NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
 export class EmbeddedKafkaError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -79,6 +92,29 @@ export function ensureKafkaJars(log: (line: string) => void = () => {}): string 
   }
   writeFileSync(marker, `${version}\n`);
   return libs;
+}
+
+/**
+ * Compiles kafka/MskLikeAuthorizer.java against the broker's jars into the git-ignored cache (once per source and
+ * Kafka version, like the jars) and returns the classes folder to put on the broker's classpath.
+ */
+export function compileAuthorizer(libs: string, log: (line: string) => void = () => {}): string {
+  const source = readFileSync(AUTHORIZER_SOURCE, "utf8");
+  const hash = createHash("sha256").update(source).update(kafkaVersion()).digest("hex").slice(0, 16);
+  const classes = join(REPO_ROOT, ".cache", "kafka", kafkaVersion(), `authorizer-${hash}`);
+  const marker = join(classes, ".complete");
+  if (existsSync(marker)) return classes;
+  requireTool("javac", ["-version"], "Install a Java 17 JDK (for example: apt-get install openjdk-17-jdk-headless).");
+  log(`Compiling ${AUTHORIZER_SOURCE} into ${classes} (first run only)...`);
+  mkdirSync(classes, { recursive: true });
+  const javac = spawnSync("javac", ["-nowarn", "-cp", join(libs, "*"), "-d", classes, AUTHORIZER_SOURCE], {
+    encoding: "utf8",
+  });
+  if (javac.status !== 0) {
+    throw new EmbeddedKafkaError(`javac could not compile ${AUTHORIZER_SOURCE}:\n${javac.stdout}${javac.stderr}`);
+  }
+  writeFileSync(marker, `${hash}\n`);
+  return classes;
 }
 
 export function freePort(): Promise<number> {
@@ -134,6 +170,17 @@ export interface EmbeddedKafkaOptions {
   readonly proxiedListener?: {
     readonly advertisedPort: number;
   };
+  /**
+   * Authentication and ACLs on every listener, as on MSK with IAM access control (see the file comment). The ACLs
+   * themselves are the caller's: create them as `superUser` (functions/local/iam-acl.ts derives them from the stack).
+   * @default none (PLAINTEXT, no authorizer)
+   */
+  readonly authorization?: {
+    /** SCRAM-SHA-512 users created at format time: name -> password. Merged with saslSsl's users. */
+    readonly users: Readonly<Record<string, string>>;
+    /** The one user (in `users`) that bypasses ACLs: test setup and ACL administration only. */
+    readonly superUser: string;
+  };
   /** Extra server.properties lines. */
   readonly extraProperties?: Readonly<Record<string, string>>;
   /** Progress messages (jar resolution). @default silent */
@@ -147,15 +194,28 @@ export class EmbeddedKafka {
   private controllerPort = 0;
   private saslSslPort = 0;
   private proxiedListenerPort = 0;
+  /** The controller listener's SASL/PLAIN password (authorization only): random, in server.properties only. */
+  private readonly controllerPassword = randomBytes(18).toString("base64url");
   private readonly ownsDataDir: boolean;
   readonly dataDir: string;
 
   constructor(private readonly options: EmbeddedKafkaOptions = {}) {
+    const auth = options.authorization;
+    if (auth && auth.users[auth.superUser] === undefined) {
+      throw new EmbeddedKafkaError(`authorization.superUser "${auth.superUser}" is not one of authorization.users`);
+    }
+    for (const name of Object.keys({ ...options.saslSsl?.users, ...auth?.users })) {
+      if (!SCRAM_NAME.test(name) || name === CONTROLLER_USER) {
+        throw new EmbeddedKafkaError(
+          `SCRAM user name "${name}" must match ${SCRAM_NAME} and not be "${CONTROLLER_USER}"`,
+        );
+      }
+    }
     this.ownsDataDir = options.dataDir === undefined;
     this.dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "user-login-kafka-"));
   }
 
-  /** `127.0.0.1:PORT`, the bootstrap servers string for clients. */
+  /** `127.0.0.1:PORT`, the bootstrap servers string for clients (SASL_PLAINTEXT with `authorization`). */
   get brokers(): string {
     return `127.0.0.1:${this.port}`;
   }
@@ -197,11 +257,14 @@ export class EmbeddedKafka {
     if (this.options.saslSsl && this.saslSslPort === 0) this.saslSslPort = await freePort();
     if (this.options.proxiedListener && this.proxiedListenerPort === 0) this.proxiedListenerPort = await freePort();
     const config = this.writeConfig();
-    const classpath = join(libs, "*");
+    const classpath = this.options.authorization
+      ? [join(libs, "*"), compileAuthorizer(libs, this.options.log)].join(delimiter)
+      : join(libs, "*");
     if (!existsSync(join(this.dataDir, "logs", "meta.properties"))) {
       const clusterId = randomBytes(16).toString("base64url");
       // SCRAM users go into the bootstrap metadata, so they exist before the first client connects.
-      const scram = Object.entries(this.options.saslSsl?.users ?? {}).flatMap(([name, password]) => [
+      const users = { ...this.options.saslSsl?.users, ...this.options.authorization?.users };
+      const scram = Object.entries(users).flatMap(([name, password]) => [
         "--add-scram",
         `SCRAM-SHA-512=[name=${name},password=${password}]`,
       ]);
@@ -299,9 +362,11 @@ export class EmbeddedKafka {
 
   /** listeners, advertised.listeners and their protocol map, for every listener configured. */
   private listenerProperties(): Record<string, string> {
-    const listeners = [`PLAINTEXT://127.0.0.1:${this.port}`];
-    const advertised = [`PLAINTEXT://127.0.0.1:${this.port}`];
-    const protocols = ["PLAINTEXT:PLAINTEXT"];
+    // With authorization the main listener authenticates too: no unauthenticated way in.
+    const main = this.options.authorization ? "SASL_PLAINTEXT" : "PLAINTEXT";
+    const listeners = [`${main}://127.0.0.1:${this.port}`];
+    const advertised = [`${main}://127.0.0.1:${this.port}`];
+    const protocols = [`${main}:${main}`];
     if (this.options.saslSsl) {
       listeners.push(`SASL_SSL://127.0.0.1:${this.saslSslPort}`);
       advertised.push(`SASL_SSL://127.0.0.1:${this.saslSslPort}`);
@@ -310,15 +375,49 @@ export class EmbeddedKafka {
     if (this.options.proxiedListener) {
       listeners.push(`PROXIED://127.0.0.1:${this.proxiedListenerPort}`);
       advertised.push(`PROXIED://127.0.0.1:${this.options.proxiedListener.advertisedPort}`);
-      protocols.push("PROXIED:PLAINTEXT");
+      protocols.push(`PROXIED:${main}`);
     }
     listeners.push(`CONTROLLER://127.0.0.1:${this.controllerPort}`);
-    protocols.push("CONTROLLER:PLAINTEXT");
+    protocols.push(`CONTROLLER:${this.options.authorization ? "SASL_PLAINTEXT" : "PLAINTEXT"}`);
     return {
       listeners: listeners.join(","),
       "advertised.listeners": advertised.join(","),
       "listener.security.protocol.map": protocols.join(","),
+      "inter.broker.listener.name": main,
     };
+  }
+
+  /**
+   * SCRAM on every client listener; the broker's own connections (inter-broker, as the super user; broker to
+   * controller, as CONTROLLER_USER over SASL/PLAIN, since KRaft controllers cannot use SCRAM) authenticate too. Both are
+   * super users: the controller listener carries broker registration and heartbeats (CLUSTER_ACTION). That is safe:
+   * the controller listener is not advertised, and its PLAIN password is random per broker object and appears only in
+   * server.properties in the broker's own data directory, so no component can connect there.
+   */
+  private authorizationProperties(): Record<string, string> {
+    const auth = this.options.authorization;
+    if (!auth) return {};
+    const scramLogin = (username: string) =>
+      `org.apache.kafka.common.security.scram.ScramLoginModule required username="${username}" password="${auth.users[username]}";`;
+    const properties: Record<string, string> = {
+      "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+      "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+      "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": scramLogin(auth.superUser),
+      "sasl.mechanism.controller.protocol": "PLAIN",
+      "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+      "listener.name.controller.plain.sasl.jaas.config":
+        "org.apache.kafka.common.security.plain.PlainLoginModule required " +
+        `username="${CONTROLLER_USER}" password="${this.controllerPassword}" user_${CONTROLLER_USER}="${this.controllerPassword}";`,
+      "authorizer.class.name": AUTHORIZER_CLASS,
+      "allow.everyone.if.no.acl.found": "false",
+      "super.users": `User:${auth.superUser};User:${CONTROLLER_USER}`,
+    };
+    if (this.options.proxiedListener) {
+      // Server side only: nothing of the broker's own connects through the proxy.
+      properties["listener.name.proxied.scram-sha-512.sasl.jaas.config"] =
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;";
+    }
+    return properties;
   }
 
   private saslSslProperties(): Record<string, string> {
@@ -343,7 +442,6 @@ export class EmbeddedKafka {
       "controller.quorum.voters": `1@127.0.0.1:${this.controllerPort}`,
       ...this.listenerProperties(),
       "controller.listener.names": "CONTROLLER",
-      "inter.broker.listener.name": "PLAINTEXT",
       "log.dirs": join(this.dataDir, "logs"),
       "num.partitions": "1",
       // As on MSK: topics are created by the project, never by a typo in a producer.
@@ -356,6 +454,7 @@ export class EmbeddedKafka {
       "share.coordinator.state.topic.min.isr": "1",
       "group.initial.rebalance.delay.ms": "0",
       ...this.saslSslProperties(),
+      ...this.authorizationProperties(),
       ...this.options.extraProperties,
     };
     const config = join(this.dataDir, "server.properties");

@@ -108,7 +108,8 @@ export interface PeekLine {
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** The pipeline's own headers: metadata it writes (where a record came from, why it failed, where it was redriven from). */
-const PIPELINE_HEADERS = new Set<string>([...Object.values(HEADER), "redrive.from"]);
+const OWN_HEADER_NAMES = new Set<string>(Object.values(HEADER));
+const PIPELINE_HEADERS = new Set<string>([...OWN_HEADER_NAMES, "redrive.from"]);
 
 /**
  * A header value for display. The pipeline's own headers are metadata, shown with anything that looks like an IPv4
@@ -177,7 +178,8 @@ const EMPTY = Buffer.alloc(0);
 function redriveHeaders(letter: DeadLetter, from: string): IHeaders {
   const headers = Object.create(null) as IHeaders;
   for (const name of Object.keys(letter.headers)) {
-    if (name.startsWith("error.") || name.startsWith("source.")) continue;
+    // Exactly this pipeline's own five: a user's `error.trace` or `source.app` goes back with the record.
+    if (OWN_HEADER_NAMES.has(name)) continue;
     const value = letter.headers[name] as Buffer | null | (Buffer | null)[];
     headers[name] = Array.isArray(value) ? value.map((v) => v ?? EMPTY) : (value ?? EMPTY);
   }

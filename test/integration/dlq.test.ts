@@ -168,6 +168,25 @@ describe("the dead-letter workflow", () => {
     expect(again).toHaveLength((expected.SCHEMA_VIOLATION ?? 0) - missing);
   });
 
+  it("redrives a dead letter with the user's own headers, even ones named error.* or source.*", async () => {
+    const topics = await createTopicTrio(kafka, 1);
+    const producer = createProducer(kafka);
+    await producer.connect();
+    await producer.send({
+      topic: topics.source,
+      acks: -1,
+      messages: [{ key: "k", value: "not json", headers: { "source.app": "web", "error.trace": "t1", plain: "p" } }],
+    });
+    await producer.disconnect();
+    await drain(topics, `group-${randomUUID()}`);
+    await redrive(kafka, { from: topics.deadLetter, to: topics.source, group: `redrive-${randomUUID()}` });
+    const source = await readTopic(kafka, topics.source);
+    expect(source).toHaveLength(2);
+    const { "redrive.from": from, ...rest } = source[1]?.headers ?? {};
+    expect(from).toBe(`${topics.deadLetter}/0/0`);
+    expect(rest).toEqual({ "source.app": "web", "error.trace": "t1", plain: "p" });
+  });
+
   it("lists topics with end offsets and each group's lag", async () => {
     const topics = await createTopicTrio(kafka, 2);
     const producer = createProducer(kafka);

@@ -12,7 +12,9 @@ import { DEAD_LETTER_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC
  * DEFAULT_MAX_MESSAGE_BYTES: Kafka's own default `max.message.bytes` (1 MiB plus 12 bytes of log overhead), for the
  * source and processed topics. DEAD_LETTER_MAX_MESSAGE_BYTES: twice that, for the dead-letter and ESM-failure
  * topics: a dead letter is a source record (at most the source topic's limit) plus this pipeline's headers
- * (`error.message` is at most 1,000 characters), so it always fits.
+ * (`error.message` is at most 1,000 characters), so it fits uncompressed. Two cases can still outgrow it: a source
+ * batch that was compressed (the broker checks the compressed size) and header names that are not UTF-8 (decoded with
+ * U+FFFD, up to 3 bytes each); the sender then sends that dead letter alone, gzip-compressed (sender.ts).
  */
 export { DEAD_LETTER_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES };
 

@@ -112,7 +112,9 @@ export function pipelineFunction(scope: Construct, id: string, props: PipelineFu
     "AwsSolutions-L1",
     "The runtime is pinned to nodejs22.x on purpose: the code is tested on Node.js 20 and 22, not on later majors.",
   );
-  // The role's policies must exist before the function (Lambda checks the VPC permissions at CreateFunction).
-  fn.node.addDependency(role);
+  // The role's own policy (logs, and whatever is granted to the role later) before the function: the function holds
+  // the role without policy updates, so CDK does not add this dependency itself. (The role is a GetAtt already.)
+  const policy = role.node.tryFindChild("DefaultPolicy");
+  if (policy) fn.node.addDependency(policy);
   return { fn, role, logGroup };
 }

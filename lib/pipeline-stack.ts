@@ -265,6 +265,7 @@ export class UserLoginPipelineStack extends Stack {
         p.startingPosition === "LATEST" ? lambda.StartingPosition.LATEST : lambda.StartingPosition.TRIM_HORIZON,
       batchSize,
       maxBatchingWindow: Duration.seconds(windowSeconds),
+      // Always provisioned mode (minPollers >= 1): the network (no STS or Lambda endpoint, lib/network.ts) relies on it.
       provisionedPollerConfig: { minimumPollers: minPollers, maximumPollers: maxPollers },
       retryAttempts,
       maxRecordAge: Duration.seconds(maxRecordAge),

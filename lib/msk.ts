@@ -18,11 +18,18 @@ import * as logs from "aws-cdk-lib/aws-logs";
 import * as msk from "aws-cdk-lib/aws-msk";
 import * as cr from "aws-cdk-lib/custom-resources";
 import { Construct } from "constructs";
+import { Kafka, logLevel } from "kafkajs";
 import { kafkaVersion } from "../functions/local/embedded-kafka.ts";
+import { createProducer } from "../functions/shared/kafka.ts";
 import { DEFAULT_TOPICS, ESM_FAILURE_TOPIC, sizeConfigs } from "../functions/shared/topic-settings.ts";
 import { lambdaRole, pipelineFunction } from "./functions.ts";
 
 export type ClusterType = "serverless" | "provisioned";
+
+/** Whether the project's producers (createProducer: processor, generator) are idempotent. Builds one; connects nothing. */
+export function producersAreIdempotent(): boolean {
+  return createProducer(new Kafka({ brokers: ["127.0.0.1:9"], logLevel: logLevel.NOTHING })).isIdempotent();
+}
 
 export interface MskClusterProps {
   /** @default "serverless" (IAM only, nothing to size) */
@@ -181,21 +188,26 @@ export class MskCluster extends Construct {
   }
 
   /**
-   * Lets `grantee` produce to `topics`, idempotently. The project's producers are idempotent (createProducer in
-   * functions/shared/kafka.ts), and for Kafka 2.8 and later MSK's IAM access control maps an idempotent producer's
-   * InitProducerId to the IDEMPOTENT_WRITE ACL on the cluster: kafka-cluster:WriteDataIdempotently on the *cluster*
-   * ARN. Amazon MSK Developer Guide, "Create authorization policies for the IAM role"
-   * (docs.aws.amazon.com/msk/latest/developerguide/create-iam-access-control-policies.html): for Kafka 2.8.0 and later
-   * it is not possible to write idempotently to a topic with only WriteData on that topic (only WriteData on all
-   * topics implies it); "Semantics of IAM authorization policy actions and resources" (kafka-actions.html) lists
-   * WriteDataIdempotently as a cluster action. Without it InitProducerId fails: "Cluster authorization failed".
+   * Lets `grantee` produce to `topics` with the project's producer (createProducer in functions/shared/kafka.ts).
+   *
+   * If that producer is idempotent, the role also needs kafka-cluster:WriteDataIdempotently on the *cluster* ARN: for
+   * Kafka 2.8 and later MSK's IAM access control does not let WriteData on a topic imply idempotent writes (only
+   * WriteData on every topic does) and maps an idempotent producer's InitProducerId to the cluster's IDEMPOTENT_WRITE
+   * ACL. Amazon MSK Developer Guide, "Create authorization policies for the IAM role"
+   * (docs.aws.amazon.com/msk/latest/developerguide/create-iam-access-control-policies.html) and "Semantics of IAM
+   * authorization policy actions and resources" (kafka-actions.html: WriteDataIdempotently is a cluster action).
+   * Without it InitProducerId fails with "Cluster authorization failed". The producers are not idempotent today (see
+   * README, "Failure semantics"), so the grant follows what createProducer builds instead of being written down:
+   * make it idempotent again and every producing role gets it.
    */
-  grantWrite(grantee: iam.IGrantable, topics: readonly string[]): void {
-    iam.Grant.addToPrincipal({
-      grantee,
-      actions: ["kafka-cluster:WriteDataIdempotently"],
-      resourceArns: [this.clusterArn],
-    });
+  grantWrite(grantee: iam.IGrantable, topics: readonly string[], idempotent = producersAreIdempotent()): void {
+    if (idempotent) {
+      iam.Grant.addToPrincipal({
+        grantee,
+        actions: ["kafka-cluster:WriteDataIdempotently"],
+        resourceArns: [this.clusterArn],
+      });
+    }
     iam.Grant.addToPrincipal({
       grantee,
       actions: ["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"],

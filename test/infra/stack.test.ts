@@ -5,10 +5,10 @@ import { Duration } from "aws-cdk-lib";
 import { Match } from "aws-cdk-lib/assertions";
 import { PolicyStatement, Role, ServicePrincipal } from "aws-cdk-lib/aws-iam";
 import { Queue } from "aws-cdk-lib/aws-sqs";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { kafkaVersion } from "../../functions/local/embedded-kafka.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
-import { javaProperties } from "../../lib/msk.ts";
+import { javaProperties, producersAreIdempotent } from "../../lib/msk.ts";
 import { acknowledgementsOf } from "../../lib/nag.ts";
 import { ESM_NETWORK_ACTIONS } from "../../lib/pipeline-stack.ts";
 import { pipelineStack, pipelineTemplate } from "../support/cdk.ts";
@@ -491,32 +491,51 @@ describe("least-privilege IAM", () => {
     expect(processorActions).not.toContain("kafka-cluster:CreateTopic");
   });
 
+  /** The roles (logical id, hash stripped) with kafka-cluster:WriteDataIdempotently, and its resources. */
+  const idempotentWriters = (t: ReturnType<typeof pipelineTemplate>) =>
+    Object.values(t.findResources("AWS::IAM::Policy")).flatMap((policy) => {
+      const { Roles, PolicyDocument } = (
+        policy as { Properties: { Roles: { Ref: string }[]; PolicyDocument: { Statement: Statement[] } } }
+      ).Properties;
+      const granted = PolicyDocument.Statement.filter((st) =>
+        actionsOf(st).includes("kafka-cluster:WriteDataIdempotently"),
+      );
+      return granted.length === 0
+        ? []
+        : Roles.map((role) => [role.Ref.replace(/[0-9A-F]{8}$/, ""), granted.flatMap(resourcesOf)] as const);
+    });
+
+  it("grants kafka-cluster:WriteDataIdempotently to no role: the project's producers are not idempotent", () => {
+    expect(producersAreIdempotent()).toBe(false);
+    expect(idempotentWriters(template)).toEqual([]);
+  });
+
   it.each([
     ["serverless", {}],
     ["provisioned", { cluster: { type: "provisioned" as const, brokerCount: 2 } }],
-  ])("grants kafka-cluster:WriteDataIdempotently on the cluster ARN to every idempotent producer (%s)", (_n, props) => {
-    const t = pipelineTemplate(props);
-    const clusterRef = JSON.stringify(clusterArnOf(t));
-    // The processor's and the generator's producers are idempotent (createProducer): both need it, on the cluster.
-    for (const role of ["ProcessorRole", "GeneratorTaskTaskRole"]) {
-      const granted = statements(t, role).filter((s) => actionsOf(s).includes("kafka-cluster:WriteDataIdempotently"));
-      expect(granted, role).toHaveLength(1);
-      expect(
-        resourcesOf(granted[0] as Statement).map((r) => JSON.stringify(r)),
-        role,
-      ).toEqual([clusterRef]);
-    }
-    // Nobody else produces: the topic setup function only creates topics.
-    const producers = new Set(
-      Object.values(t.findResources("AWS::IAM::Policy"))
-        .filter((policy) => JSON.stringify(policy).includes("kafka-cluster:WriteDataIdempotently"))
-        .flatMap((policy) => (policy as { Properties: { Roles: { Ref: string }[] } }).Properties.Roles)
-        .map((role) => role.Ref.replace(/[0-9A-F]{8}$/, "")),
-    );
-    expect([...producers].sort()).toEqual(
-      ["GeneratorTaskTaskRole", "ProcessorRole"].map((r) => expect.stringContaining(r)),
-    );
-  });
+  ])(
+    "grants it on the cluster ARN to every producing role once createProducer is idempotent (%s)",
+    async (_n, props) => {
+      // The same stack code, with createProducer building an idempotent producer.
+      vi.resetModules();
+      vi.doMock("../../functions/shared/kafka.ts", async (original) => ({
+        ...(await original<typeof import("../../functions/shared/kafka.ts")>()),
+        createProducer: () => ({ isIdempotent: () => true }),
+      }));
+      try {
+        const cdk = await import("../support/cdk.ts");
+        const t = cdk.pipelineTemplate(props);
+        // The processor's and the generator's producers; the topic setup only creates topics.
+        expect(idempotentWriters(t).sort()).toEqual([
+          ["GeneratorTaskTaskRole", [clusterArnOf(t)]],
+          ["ProcessorRole", [clusterArnOf(t)]],
+        ]);
+      } finally {
+        vi.doUnmock("../../functions/shared/kafka.ts");
+        vi.resetModules();
+      }
+    },
+  );
 
   it("lets the generator write only the source topic", () => {
     expect(grantsOf(template, "GeneratorTaskTaskRole", "kafka-cluster:WriteData")).toEqual(["user-login"]);

@@ -3,11 +3,26 @@
  * Generator (a child process) + harness + handler (this process) on the embedded broker (or KAFKA_BROKERS) for M
  * minutes. Every minute: throughput, lag, DLQ share, heap and RSS of the harness. At the end: drain, the
  * at-least-once accounting, RSS growth after the first minute, and a verdict line.
+ *
+ * npm run soak -- --chaos --minutes M [--seed S]
+ * Seeded fault schedules (functions/local/chaos.ts) back to back, consecutive seeds from S, for M minutes, on an
+ * embedded broker of its own behind a fault proxy: one line per schedule, the per-fault-type accounting, a verdict.
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { account, accountingText } from "../functions/local/accounting.ts";
+import {
+  describePlan,
+  failureText,
+  planSchedule,
+  resultLine,
+  runSchedule,
+  type ScheduleResult,
+  scheduleProblems,
+  summaryTable,
+} from "../functions/local/chaos.ts";
 import { EmbeddedKafka } from "../functions/local/embedded-kafka.ts";
+import { FaultProxy } from "../functions/local/fault-proxy.ts";
 import { MskEventSourceHarness } from "../functions/local/harness.ts";
 import { containerSender, createHandler } from "../functions/processor/processor.ts";
 import { loadProcessorConfig, parseBrokers } from "../functions/shared/config.ts";
@@ -16,24 +31,45 @@ import { setLogLevel } from "../functions/shared/log.ts";
 import { sizeConfigs } from "../functions/shared/topic-settings.ts";
 import { ensureTopics, groupLag } from "../functions/shared/topics.ts";
 import { PROJECT_ROOT } from "../lib/bundling.ts";
-import { numberFlag, parseFlags, runMain } from "./cli.ts";
+import { intFlag, numberFlag, parseFlags, runMain, UsageError } from "./cli.ts";
 
 const USAGE = `usage: npm run soak -- --minutes M --rate R [--invalid-ratio X]
-  --minutes M        how long to generate (default 5)
+       npm run soak -- --chaos --minutes M [--seed S]
+  --minutes M        how long to generate, or to run chaos schedules (default 5)
   --rate R           events per second (default 1000)
-  --invalid-ratio X  share of deliberately bad records (default 0.05)`;
+  --invalid-ratio X  share of deliberately bad records (default 0.05)
+  --chaos            seeded fault schedules back to back (dropped and delayed requests, lost commits, refused and
+                     cut connections, a refusing or re-created processed topic), each closed by the accounting;
+                     on an embedded broker behind a fault proxy (KAFKA_BROKERS must not be set)
+  --seed S           the first schedule's seed, the next ones S+1, S+2, ... (default: from the clock, printed)`;
 
 const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
 
 runMain(async () => {
   const flags = parseFlags(
     process.argv.slice(2),
-    { minutes: { type: "string" }, rate: { type: "string" }, "invalid-ratio": { type: "string" } },
+    {
+      minutes: { type: "string" },
+      rate: { type: "string" },
+      "invalid-ratio": { type: "string" },
+      chaos: { type: "boolean" },
+      seed: { type: "string" },
+    },
     USAGE,
   );
   if (flags.help) return void console.log(USAGE);
-  setLogLevel("ERROR");
+  // Under --chaos the processor logs failed batches by the hundred, as it should: LOG_LEVEL=ERROR shows them.
+  setLogLevel(flags.chaos && !process.env.LOG_LEVEL ? "SILENT" : "ERROR");
   const minutes = numberFlag(flags.minutes, "minutes", 5, 0.1, 24 * 60);
+  if (flags.chaos) {
+    if (flags.rate !== undefined || flags["invalid-ratio"] !== undefined) {
+      throw new UsageError(
+        `--rate and --invalid-ratio do not apply to --chaos (each schedule has its own)\n\n${USAGE}`,
+      );
+    }
+    return chaosSoak(minutes, intFlag(flags.seed, "seed", 1 + (Date.now() % 1_000_000), 1, 2 ** 31 - 1));
+  }
+  if (flags.seed !== undefined) throw new UsageError(`--seed applies to --chaos only\n\n${USAGE}`);
   const rate = numberFlag(flags.rate, "rate", 1000, 1, 100_000);
   const invalidRatio = numberFlag(flags["invalid-ratio"], "invalid-ratio", 0.05, 0, 1);
   let broker: EmbeddedKafka | undefined;
@@ -133,3 +169,70 @@ runMain(async () => {
   await broker?.destroy();
   if (!pass) process.exitCode = 1;
 });
+
+/** --chaos: schedules with consecutive seeds for `minutes` (at least one), then the table and the verdict. */
+async function chaosSoak(minutes: number, firstSeed: number): Promise<void> {
+  if (process.env.KAFKA_BROKERS) {
+    throw new UsageError(
+      "--chaos runs its faults through a proxy in front of a broker listener of its own, so it starts an embedded " +
+        `broker: unset KAFKA_BROKERS (set to ${process.env.KAFKA_BROKERS}) to run it`,
+    );
+  }
+  let broker: EmbeddedKafka | undefined;
+  // Proxy first: it holds its port while the broker starts, and reads the broker's real port per connection.
+  const proxy = new FaultProxy({ targetPort: () => broker?.proxiedPort ?? 0 });
+  const results: ScheduleResult[] = [];
+  const errors: string[] = [];
+  // The broker runs in a process group of its own: on Ctrl-C or SIGTERM, take it down before exiting.
+  const onSignal = (signal: NodeJS.Signals) => {
+    console.log(`${signal}: stopping the broker`);
+    void Promise.allSettled([proxy.stop(), broker?.kill()]).finally(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    broker = new EmbeddedKafka({ heap: "1g", proxiedListener: { advertisedPort: await proxy.start() } });
+    await broker.start();
+    const env = { brokers: broker.brokers, proxiedBrokers: broker.proxiedBrokers, proxy };
+    console.log(
+      `soak --chaos: ${minutes} min of schedules from seed ${firstSeed} on ${broker.brokers} (proxy ${proxy.address}); ` +
+        `replay one with: npm run soak -- --chaos --minutes 0.1 --seed S`,
+    );
+    const started = Date.now();
+    for (
+      let seed = firstSeed;
+      results.length + errors.length === 0 || Date.now() - started < minutes * 60_000;
+      seed++
+    ) {
+      const plan = planSchedule(seed);
+      try {
+        const result = await runSchedule(plan, env);
+        results.push(result);
+        console.log(resultLine(result));
+        if (scheduleProblems(result).length > 0) console.log(failureText(result));
+      } catch (error) {
+        errors.push(`seed ${seed} (${plan.type})`);
+        console.log(`seed ${seed} ${plan.type}: ERROR ${(error as Error).message}\n${describePlan(plan)}`);
+      }
+    }
+    console.log(`${results.length + errors.length} schedules in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    if (results.length > 0) console.log(summaryTable(results));
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    await proxy.stop();
+    await broker?.destroy();
+  }
+  const failed = results
+    .filter((r) => scheduleProblems(r).length > 0)
+    .map((r) => `seed ${r.plan.seed} (${r.plan.type})`);
+  const missing = results.reduce((n, r) => n + r.accounting.missing.length, 0);
+  const duplicates = results.reduce((n, r) => n + r.accounting.duplicates, 0);
+  const inputs = results.reduce((n, r) => n + r.accounting.inputs, 0);
+  const pass = failed.length === 0 && errors.length === 0;
+  console.log(
+    `VERDICT: ${pass ? "PASS" : "FAIL"} (${results.length + errors.length} schedules, ${inputs} inputs, ${missing} missing, ` +
+      `${duplicates} duplicates${pass ? "" : `; failed: ${[...failed, ...errors].join(", ")}`})`,
+  );
+  if (!pass) process.exitCode = 1;
+}

@@ -5,7 +5,7 @@
 import type { Kafka } from "kafkajs";
 import { HEADER } from "../core/process.ts";
 import { groupLag } from "../shared/topics.ts";
-import { headerText, readTopic } from "./read-topic.ts";
+import { headerText, readTopic, type TopicRecord } from "./read-topic.ts";
 
 export interface Accounting {
   inputs: number;
@@ -24,16 +24,23 @@ export interface Accounting {
   ok: boolean;
 }
 
+/**
+ * `earlier`: outputs read before their topic was deleted and re-created (a snapshot of the old topic), counted as if
+ * the topic still held them.
+ */
 export async function account(
   kafka: Kafka,
   topics: { source: string; processed: string; deadLetter: string },
   groupId: string,
+  earlier: { readonly processed?: readonly TopicRecord[]; readonly deadLetter?: readonly TopicRecord[] } = {},
 ): Promise<Accounting> {
-  const [inputs, processed, dead] = await Promise.all([
+  const [inputs, processedNow, deadNow] = await Promise.all([
     readTopic(kafka, topics.source),
     readTopic(kafka, topics.processed),
     readTopic(kafka, topics.deadLetter),
   ]);
+  const processed = [...(earlier.processed ?? []), ...processedNow];
+  const dead = [...(earlier.deadLetter ?? []), ...deadNow];
   const seen = new Map<string, number>();
   const orphans: string[] = [];
   const sources = new Set(inputs.map((r) => `${r.partition}/${r.offset}`));

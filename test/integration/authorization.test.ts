@@ -298,7 +298,7 @@ async function produceAsAdmin(
   topic: string,
   messages: { key: string; value: string; headers?: Record<string, string> }[],
 ): Promise<void> {
-  const producer = createProducer(kafkaAs(ADMIN, "setup"));
+  const producer = createProducer(kafkaAs(ADMIN, "setup"), 5);
   await producer.connect();
   try {
     await producer.send({ topic, acks: -1, messages });
@@ -326,9 +326,17 @@ async function ensurePipelineTopics(admin: Admin): Promise<void> {
     kafkaAs(ADMIN, "setup"),
     topicSpecs.map((t) => ({ topic: t.Name, numPartitions: Number(t.Partitions), configs: t.Configs })),
   );
+  // Leaders in the metadata first, then every partition answering ListOffsets (right after topic setup created or
+  // grew them, the broker may still say NOT_LEADER_FOR_PARTITION for a moment).
   await waitUntil(async () => {
-    const { topics } = await admin.fetchTopicMetadata({ topics: topicNames });
-    return topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0));
+    try {
+      const { topics } = await admin.fetchTopicMetadata({ topics: topicNames });
+      if (!topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return false;
+      for (const topic of topicNames) await admin.fetchTopicOffsets(topic);
+      return true;
+    } catch {
+      return false;
+    }
   }, 30_000);
 }
 

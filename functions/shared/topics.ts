@@ -1,4 +1,4 @@
-import type { Kafka } from "kafkajs";
+import type { Admin, Kafka } from "kafkajs";
 
 export interface TopicSpec {
   readonly topic: string;
@@ -21,8 +21,11 @@ export async function ensureTopics(kafka: Kafka, topics: readonly TopicSpec[]): 
     const existing = new Set(await admin.listTopics());
     const missing = topics.filter((t) => !existing.has(t.topic));
     if (missing.length > 0) {
+      // Not kafkajs's waitForLeaders: it gives up on UNKNOWN_TOPIC_OR_PARTITION (it retries only LEADER_NOT_AVAILABLE,
+      // node_modules/kafkajs/src/admin/index.js createTopics), which a broker still deleting other topics answers
+      // for a while; the topic exists all the same. Poll until every partition answers instead.
       await admin.createTopics({
-        waitForLeaders: true,
+        waitForLeaders: false,
         topics: missing.map((t) => ({
           topic: t.topic,
           numPartitions: t.numPartitions ?? 1,
@@ -30,6 +33,7 @@ export async function ensureTopics(kafka: Kafka, topics: readonly TopicSpec[]): 
           configEntries: Object.entries(t.configs ?? {}).map(([name, value]) => ({ name, value })),
         })),
       });
+      await waitForPartitions(admin, missing);
     }
     const present = topics.filter((t) => existing.has(t.topic) && t.numPartitions !== undefined);
     if (present.length > 0) {
@@ -42,6 +46,23 @@ export async function ensureTopics(kafka: Kafka, topics: readonly TopicSpec[]): 
     return missing.map((t) => t.topic);
   } finally {
     await admin.disconnect();
+  }
+}
+
+/** Polls until every partition of `topics` has a leader that answers offset requests (at most `timeoutMs`). */
+async function waitForPartitions(admin: Admin, topics: readonly TopicSpec[], timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (const spec of topics) {
+    for (;;) {
+      try {
+        const offsets = await admin.fetchTopicOffsets(spec.topic);
+        if (offsets.length >= (spec.numPartitions ?? 1)) break;
+      } catch (error) {
+        if (Date.now() > deadline) throw error;
+      }
+      if (Date.now() > deadline) throw new Error(`topic ${spec.topic} has no leaders after ${timeoutMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
 }
 

@@ -173,7 +173,9 @@ describe("the fault proxy on a real broker", () => {
     expect(await recordCount(plainTopic)).toBe(20);
 
     const idempotentTopic = await newTopic();
-    const idempotent = await connected(createProducer(viaProxy("retry-idempotent", 2), 2));
+    const idempotent = await connected(
+      viaProxy("retry-idempotent", 2).producer({ idempotent: true, maxInFlightRequests: 1, retry: { retries: 2 } }),
+    );
     const fired = proxy.stats.faults["drop-response"];
     before = produces();
     proxy.inject({ kind: "drop-response", apiKey: PRODUCE, clientId: "retry-idempotent" });
@@ -265,7 +267,7 @@ describe("the fault proxy on a real broker", () => {
 
   it("dropAll: live connections are cut and a retrying producer reconnects", async () => {
     const topic = await newTopic();
-    const producer = await connected(createProducer(viaProxy("dropped-all", 3)));
+    const producer = await connected(createProducer(viaProxy("dropped-all", 3), 3));
     await producer.send({ topic, acks: -1, messages: messages(3, "before") });
     expect(proxy.openConnections).toBeGreaterThan(0);
     const connections = proxy.stats.connections;

@@ -68,6 +68,8 @@ runMain(async () => {
   const harness = new MskEventSourceHarness({
     kafka,
     bootstrapServers: brokers.join(","),
+    // As Lambda does: the event names the cluster the mapping reads (the processor refuses any other).
+    eventSourceArn: connection.clusterArn,
     topic: flags.topic ?? loadTopics(process.env).source,
     groupId: flags.group,
     batchSize: intFlag(flags["batch-size"], "batch-size", 100, 1, MAX_BATCH_SIZE),

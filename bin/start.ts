@@ -283,7 +283,8 @@ runMain(async () => {
     bootstrapServers: brokers.join(","),
     topic: topics.source,
     groupId,
-    eventSourceArn,
+    // As Lambda does: the event names the cluster the mapping reads (the processor refuses any other).
+    eventSourceArn: eventSourceArn ?? loadConnectionConfig(envOf("processor")).clusterArn,
     batchSize,
     batchWindowMs,
     invoke: handler.invoke,

@@ -103,8 +103,8 @@ const NOT_EXERCISED: { component: Component | "*"; grant: (g: Grant) => boolean;
     component: "processor",
     grant: (g) => g.action === "kafka-cluster:DescribeClusterDynamicConfiguration",
     why:
-      "for Lambda's event source mapping (AWS Lambda documents it for MSK IAM authentication); the local harness does " +
-      "not describe the cluster's configuration",
+      'Lambda\'s pollers need it (Lambda Developer Guide, "Configuring Amazon MSK event sources for Lambda", IAM ' +
+      "role-based authentication); the local harness does not describe the cluster's configuration",
   },
   {
     component: "processor",
@@ -112,7 +112,10 @@ const NOT_EXERCISED: { component: Component | "*"; grant: (g: Grant) => boolean;
       stack.processor.onFailureTopic !== undefined &&
       g.acl?.resourceType === "TOPIC" &&
       g.acl.resourceName === stack.processor.onFailureTopic,
-    why: `only the event source mapping's on-failure destination (kafka://${stack.processor.onFailureTopic}) writes there, which the local harness does not emulate`,
+    why:
+      `only the event source mapping's on-failure destination (kafka://${stack.processor.onFailureTopic}) writes ` +
+      "there, with the function's role (Lambda Developer Guide, MSK permissions for on-failure destinations); the " +
+      "local harness does not emulate it",
   },
 ];
 

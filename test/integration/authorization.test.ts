@@ -154,7 +154,9 @@ function expectedFailure(grant: Grant): RegExp {
   if (acl.operation === "DESCRIBE") {
     // Kafka answers "all topics" Metadata with only the topics one may describe: a missing DescribeTopic there looks
     // like a missing topic (the harness and the topics overview say so, naming it).
-    return new RegExp(`TOPIC_AUTHORIZATION_FAILED|topic "${name}" does not exist|does not show topic "${name}"`);
+    return new RegExp(
+      `TOPIC_AUTHORIZATION_FAILED|topic "${name}" does not exist|does not show topic "${name}"|waiting for topic setup`,
+    );
   }
   return /TOPIC_AUTHORIZATION_FAILED/;
 }
@@ -443,8 +445,12 @@ const topicSetupJob: Prepare = async (admin) => {
     const saved = Object.fromEntries(Object.keys(env).map((name) => [name, process.env[name]]));
     Object.assign(process.env, env);
     try {
-      await topicSetupHandler(event("Create", () => 1));
-      await topicSetupHandler(event("Update", (t) => Number(t.Partitions)));
+      // ensureTopics polls up to 60 s for new topics' partitions, authorization errors included: a deadline.
+      const setup = async () => {
+        await topicSetupHandler(event("Create", () => 1));
+        await topicSetupHandler(event("Update", (t) => Number(t.Partitions)));
+      };
+      await withTimeout(setup(), 15_000, "topic setup (ensureTopics retries while waiting for partitions)");
     } finally {
       for (const [name, value] of Object.entries(saved)) {
         if (value === undefined) delete process.env[name];

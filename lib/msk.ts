@@ -266,31 +266,24 @@ export function resolveTopics(props: TopicProps = {}): ResolvedTopics {
 }
 
 /**
- * Topic configs as AWS::MSK::Topic's `Configs` wants them before base64: Java properties, one `name=value` per line.
+ * Topic configs as AWS::MSK::Topic's `Configs` wants them before base64: a JSON object of strings,
+ * `{"retention.ms":"604800000",...}`.
  *
- * The CloudFormation reference (AWS::MSK::Topic, docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/
- * aws-resource-msk-topic.html) says only "Topic configurations encoded as a Base64 string", the wording of the MSK
- * CreateTopic/DescribeTopic API's `configs` field that the resource passes on. AWS's one example of the decoded
- * format is the MSK Developer Guide's "Describe a topic using the AWS CLI" (describe-topic-cli.html): `configs`
- * "Y29tcHJlc3Npb24udHlwZT1wcm9kdWNlcgpyZXRlbnRpb24ubXM9NjA0ODAwMDAw" decodes to
- * "compression.type=producer\nretention.ms=604800000": Java properties lines joined by "\n", no trailing newline.
- * (The resource handler's source, aws-cloudformation-resource-providers-msk, could not be read from here.) Names
- * and values that would need Java properties escaping are refused rather than escaped: Kafka topic configs do not.
+ * The CloudFormation reference (AWS::MSK::Topic) says only "Topic configurations encoded as a Base64 string", the
+ * wording of the MSK CreateTopic/DescribeTopic API's `configs` field that the resource passes on. Two public sources
+ * disagree on what is inside: the MSK Developer Guide's "Describe a topic using the AWS CLI" example decodes to Java
+ * properties lines ("compression.type=producer\nretention.ms=604800000"), while the Terraform AWS provider's
+ * `aws_msk_topic` (hashicorp/terraform-provider-aws, internal/service/kafka/topic.go) sends base64 of a JSON object to
+ * CreateTopic and UpdateTopic and JSON-decodes the `configs` DescribeTopic returns, with acceptance tests
+ * (TestAccKafkaTopic_configs) that run against MSK. Executable evidence wins: JSON. Only a deployment settles it;
+ * README says so. Names that are not Kafka config names are refused.
  */
-export function javaProperties(configs: Readonly<Record<string, string>>): string {
-  return Object.entries(configs)
-    .map(([name, value]) => {
-      if (!/^[a-z0-9._-]+$/i.test(name))
-        throw new PropsError(`topic config name "${name}" is not a Kafka config name (letters, digits, ".", "_", "-")`);
-      // In a value only backslashes, line breaks and leading whitespace are special; stricter: printable ASCII only.
-      if (!/^[\x21-\x7e]*$/.test(value) || value.includes("\\")) {
-        throw new PropsError(
-          `topic config ${name}="${value}" would need Java properties escaping (whitespace, "\\" or non-ASCII)`,
-        );
-      }
-      return `${name}=${value}`;
-    })
-    .join("\n");
+export function topicConfigsJson(configs: Readonly<Record<string, string>>): string {
+  for (const name of Object.keys(configs)) {
+    if (!/^[a-z0-9._-]+$/i.test(name))
+      throw new PropsError(`topic config name "${name}" is not a Kafka config name (letters, digits, ".", "_", "-")`);
+  }
+  return JSON.stringify(configs);
 }
 
 /**
@@ -358,7 +351,7 @@ export class PipelineTopics extends Construct {
           topicName: topic.name,
           partitionCount: this.partitions,
           replicationFactor: replication,
-          configs: Fn.base64(javaProperties({ ...topic.configs, "min.insync.replicas": String(minIsr) })),
+          configs: Fn.base64(topicConfigsJson({ ...topic.configs, "min.insync.replicas": String(minIsr) })),
         });
       });
       return;

@@ -8,7 +8,7 @@ import { Queue } from "aws-cdk-lib/aws-sqs";
 import { describe, expect, it, vi } from "vitest";
 import { kafkaVersion } from "../../functions/local/embedded-kafka.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
-import { javaProperties, producersAreIdempotent } from "../../lib/msk.ts";
+import { producersAreIdempotent, topicConfigsJson } from "../../lib/msk.ts";
 import { acknowledgementsOf } from "../../lib/nag.ts";
 import { ESM_NETWORK_ACTIONS } from "../../lib/pipeline-stack.ts";
 import { pipelineStack, pipelineTemplate } from "../support/cdk.ts";
@@ -59,8 +59,7 @@ function grantsOf(template: ReturnType<typeof pipelineTemplate>, rolePrefix: str
 
 /**
  * AWS::MSK::Topic's Configs as MSK reads it: base64 (here CloudFormation's Fn::Base64 of a literal, or a literal
- * base64 string) of Java properties lines, as AWS's describe-topic example decodes ("compression.type=producer\n
- * retention.ms=604800000"). Strict: every line is name=value, nothing else (no JSON, no blank lines).
+ * base64 string) of a JSON object of strings (see topicConfigsJson in lib/msk.ts for the evidence).
  */
 function decodeTopicConfigs(configs: unknown): Record<string, string> {
   const text =
@@ -68,12 +67,9 @@ function decodeTopicConfigs(configs: unknown): Record<string, string> {
       ? Buffer.from(configs, "base64").toString("utf8")
       : (configs as { "Fn::Base64": unknown })["Fn::Base64"];
   expect(typeof text, `Configs must be base64 of a literal text, got ${JSON.stringify(configs)}`).toBe("string");
-  const entries = (text as string).split("\n").map((line) => {
-    const match = /^([a-z0-9._-]+)=([\x21-\x7e]*)$/i.exec(line);
-    expect(match, `a Java properties line name=value, got ${JSON.stringify(line)}`).not.toBeNull();
-    return [match?.[1], match?.[2]] as [string, string];
-  });
-  return Object.fromEntries(entries);
+  const parsed = JSON.parse(text as string) as Record<string, unknown>;
+  for (const [name, value] of Object.entries(parsed)) expect(typeof value, name).toBe("string");
+  return parsed as Record<string, string>;
 }
 
 /** Each topic's configs as the template creates it: the custom resource's Configs, or AWS::MSK::Topic's. */
@@ -619,29 +615,20 @@ describe("a provisioned cluster", () => {
     });
   });
 
-  it("encodes AWS::MSK::Topic Configs as AWS documents them: base64 of Java properties lines, not JSON", () => {
+  it("encodes AWS::MSK::Topic Configs as base64 of a JSON object of strings, as MSK's CreateTopic API takes them", () => {
     const [topic] = Object.values(template.findResources("AWS::MSK::Topic")) as {
       Properties: { Configs: { "Fn::Base64": string } };
     }[];
     const text = topic?.Properties.Configs["Fn::Base64"] as string;
-    expect(text).toBe("retention.ms=604800000\nmax.message.bytes=1048588\nmin.insync.replicas=1");
-    // What CloudFormation hands MSK: the base64 of that text; decoded the way AWS's describe-topic example decodes.
+    expect(text).toBe('{"retention.ms":"604800000","max.message.bytes":"1048588","min.insync.replicas":"1"}');
     const wire = Buffer.from(text, "utf8").toString("base64");
     expect(decodeTopicConfigs(wire)).toEqual({
       "retention.ms": "604800000",
       "max.message.bytes": "1048588",
       "min.insync.replicas": "1",
     });
-    // AWS's own example (MSK Developer Guide, "Describe a topic using the AWS CLI") goes through the same decoder.
-    expect(decodeTopicConfigs("Y29tcHJlc3Npb24udHlwZT1wcm9kdWNlcgpyZXRlbnRpb24ubXM9NjA0ODAwMDAw")).toEqual({
-      "compression.type": "producer",
-      "retention.ms": "604800000",
-    });
-    expect(javaProperties({ "cleanup.policy": "delete", "retention.ms": "1" })).toBe(
-      "cleanup.policy=delete\nretention.ms=1",
-    );
-    expect(() => javaProperties({ "retention.ms": "1 2" })).toThrow(/would need Java properties escaping/);
-    expect(() => javaProperties({ "a=b": "1" })).toThrow(/is not a Kafka config name/);
+    expect(topicConfigsJson({ "cleanup.policy": "delete" })).toBe('{"cleanup.policy":"delete"}');
+    expect(() => topicConfigsJson({ "a=b": "1" })).toThrow(/is not a Kafka config name/);
   });
 
   it.each([

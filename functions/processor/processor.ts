@@ -11,6 +11,7 @@ import { injectLambdaContext } from "@aws-lambda-powertools/logger/middleware";
 import type { Metrics } from "@aws-lambda-powertools/metrics";
 import { logMetrics } from "@aws-lambda-powertools/metrics/middleware";
 import middy from "@middy/core";
+import type { Context } from "aws-lambda";
 import { InvalidEventError, type MskEvent, parseMskEvent } from "../core/msk.ts";
 import {
   type BatchItemFailure,
@@ -23,7 +24,7 @@ import {
 import { type ProcessorConfig, parseBrokers } from "../shared/config.ts";
 import { type AwsClients, connectKafka, createProducer, ProducerSlot } from "../shared/kafka.ts";
 import { log, logger } from "../shared/log.ts";
-import { isTooLarge, kafkaSender, type OutputSender } from "./sender.ts";
+import { isRetriable, isTooLarge, kafkaSender, type OutputSender } from "./sender.ts";
 import { addBatchMetrics, offsetRanges, recordAges } from "./telemetry.ts";
 
 export interface HandlerSummary extends BatchSummary {
@@ -88,7 +89,17 @@ export interface ProcessorDependencies {
 }
 
 /** The handler's logic, with its collaborators passed in. */
-export async function processMskEvent(event: MskEvent, deps: ProcessorDependencies): Promise<HandlerResponse> {
+/**
+ * How long before the function's timeout the sender stops starting produce requests: one request may take kafkajs's
+ * request timeout (30 s, functions/shared/kafka.ts) and the response must still reach Lambda.
+ */
+export const SEND_RESERVE_MS = 35_000;
+
+export async function processMskEvent(
+  event: MskEvent,
+  deps: ProcessorDependencies,
+  context?: Pick<Context, "getRemainingTimeInMillis">,
+): Promise<HandlerResponse> {
   checkEventSource(event, deps.config);
   const started = performance.now();
   const { topics, partialBatchResponse } = deps.config;
@@ -106,7 +117,11 @@ export async function processMskEvent(event: MskEvent, deps: ProcessorDependenci
   let unwritable = 0;
   if (outputs.length > 0) {
     const sender = await deps.getSender(event);
-    const result = await sender.send(outputs);
+    const deadline =
+      typeof context?.getRemainingTimeInMillis === "function"
+        ? Date.now() + context.getRemainingTimeInMillis() - SEND_RESERVE_MS
+        : undefined;
+    const result = await sender.send(outputs, { deadline });
     written = result.written;
     if (written < outputs.length) {
       const unwritten = result.unwritten ?? outputs.map((_, i) => i).slice(written);
@@ -167,7 +182,9 @@ export function createHandler(deps: ProcessorDependencies) {
     injectLambdaContext(logger, { resetKeys: true, logEvent: false }),
   );
   if (deps.metrics) handler.use(logMetrics(deps.metrics));
-  return handler.use(mskEventValidator()).handler((event) => processMskEvent(event as MskEvent, deps));
+  return handler
+    .use(mskEventValidator())
+    .handler((event, context) => processMskEvent(event as MskEvent, deps, context));
 }
 
 /**
@@ -222,7 +239,10 @@ export function containerSender(
     async getSender(event) {
       checkEventSource(event, config);
       if (!slot) {
-        const created = new ProducerSlot(() => connect(event));
+        // A refusal the broker answered (too large, not authorized) leaves the connection sound: keep the producer.
+        const created = new ProducerSlot(() => connect(event), {
+          keepAfter: (error) => isTooLarge(error) || !isRetriable(error),
+        });
         slot = created;
         sender = kafkaSender(created, limits);
       }

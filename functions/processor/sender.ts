@@ -19,9 +19,25 @@ export interface SendResult {
   readonly error?: Error;
 }
 
+export interface SendOptions {
+  /**
+   * Epoch ms after which no produce attempt starts (what is left is reported unwritten), so that a partial batch
+   * response still reaches Lambda before the function times out. @default none
+   */
+  readonly deadline?: number;
+}
+
 /** Where the handler's output goes; the tests and the dry-run substitute their own. */
 export interface OutputSender {
-  send(outputs: readonly OutputRecord[]): Promise<SendResult>;
+  send(outputs: readonly OutputRecord[], options?: SendOptions): Promise<SendResult>;
+}
+
+/** No time left in the invocation to start another produce request. */
+export class SendDeadlineError extends Error {
+  constructor() {
+    super("no time left in the invocation to start another produce request; the rest is left for the retry");
+    this.name = "SendDeadlineError";
+  }
 }
 
 /** An output that no produce request can carry: the broker refused it as too large, gzip-compressed and alone. */
@@ -63,12 +79,16 @@ function errorChain(error: unknown): KafkaError[] {
   return chain;
 }
 
-/** Worth another attempt with a new producer: anything but a record too large or a refused authorization. */
-function isRetriable(error: unknown): boolean {
+/**
+ * Worth another attempt: anything but a record too large, a refused authorization, a record the broker finds invalid,
+ * or the invocation's deadline.
+ */
+export function isRetriable(error: unknown): boolean {
   return !errorChain(error).some(
     (e) =>
       e instanceof OutputTooLargeError ||
-      /TOO_LARGE|AUTHORIZATION_FAILED|INVALID_RECORD|CORRUPT_MESSAGE/.test(e.type ?? ""),
+      e instanceof SendDeadlineError ||
+      /TOO_LARGE|AUTHORIZATION_FAILED|INVALID_RECORD/.test(e.type ?? ""),
   );
 }
 
@@ -176,9 +196,11 @@ export function kafkaSender(slot: Pick<ProducerSlot, "run">, limits: SendLimits,
   const attempts = retry.attempts ?? 3;
   const backoffMs = retry.backoffMs ?? 200;
   const budgetMs = retry.budgetMs ?? 15_000;
+  let deadline = Number.POSITIVE_INFINITY;
   const produce = async (topicMessages: TopicMessages[], compressed: boolean) => {
     const started = Date.now();
     for (let attempt = 1; ; attempt++) {
+      if (Date.now() > deadline) throw new SendDeadlineError();
       try {
         await slot.run((producer) =>
           producer.sendBatch({
@@ -195,7 +217,8 @@ export function kafkaSender(slot: Pick<ProducerSlot, "run">, limits: SendLimits,
     }
   };
   return {
-    async send(outputs) {
+    async send(outputs, options = {}) {
+      deadline = options.deadline ?? Number.POSITIVE_INFINITY;
       const unwritten: number[] = [];
       const blocked = new Set<string>();
       let written = 0;

@@ -167,8 +167,14 @@ export class ProducerSlot {
   private connected = 0;
   private discarded = 0;
 
-  /** `connect` makes and connects a new producer; a failed connect is not kept, the next `run` tries again. */
-  constructor(private readonly connect: () => Promise<Producer>) {}
+  /**
+   * `connect` makes and connects a new producer; a failed connect is not kept, the next `run` tries again.
+   * `keepAfter` names failures after which the producer stays (a refusal the broker answered). @default none
+   */
+  constructor(
+    private readonly connect: () => Promise<Producer>,
+    private readonly options: { readonly keepAfter?: (error: unknown) => boolean } = {},
+  ) {}
 
   /** Producers connected so far (1 while the first keeps working). */
   get connects(): number {
@@ -196,7 +202,7 @@ export class ProducerSlot {
     try {
       return await work(producer);
     } catch (error) {
-      if (this.current === pending) {
+      if (this.current === pending && !this.options.keepAfter?.(error)) {
         this.current = undefined;
         this.discarded++;
         void producer.disconnect().catch(() => {});

@@ -58,7 +58,9 @@ async function waitForPartitions(admin: Admin, topics: readonly TopicSpec[], tim
         const offsets = await admin.fetchTopicOffsets(spec.topic);
         if (offsets.length >= (spec.numPartitions ?? 1)) break;
       } catch (error) {
-        if (Date.now() > deadline) throw error;
+        // A refusal is final (a role without DescribeTopic): say so now, not after the deadline.
+        if (Date.now() > deadline || /AUTHORIZATION_FAILED/.test(String((error as { type?: string }).type)))
+          throw error;
       }
       if (Date.now() > deadline) throw new Error(`topic ${spec.topic} has no leaders after ${timeoutMs} ms`);
       await new Promise((resolve) => setTimeout(resolve, 100));

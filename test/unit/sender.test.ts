@@ -128,4 +128,37 @@ describe("kafkaSender", () => {
       ["processed:2", CompressionTypes.None],
     ]);
   });
+
+  it("starts no attempt after the deadline and reports the rest unwritten, so the response beats the timeout", async () => {
+    const { slot, calls } = fakeSlot((_call, n) => (n === 1 ? new Error("connection reset") : undefined));
+    const sender = kafkaSender(slot, { ...limits, requestBytes: 1 }, { backoffMs: 20 });
+    const result = await sender.send([valid(0, 1), valid(0, 2)], { deadline: Date.now() + 10 });
+    expect(calls).toHaveLength(1);
+    expect(result.written).toBe(0);
+    expect(result.unwritten).toEqual([0, 1]);
+    expect(result.error?.name).toBe("SendDeadlineError");
+    // No deadline: the same failure is retried and everything is written.
+    const again = fakeSlot((_call, n) => (n === 1 ? new Error("connection reset") : undefined));
+    expect((await kafkaSender(again.slot, limits, { backoffMs: 1 }).send([valid(0, 1)])).written).toBe(1);
+  });
+
+  it("keeps the producer after a refusal the broker answered, when the slot is told to", async () => {
+    const tooLarge = Object.assign(new Error("too large"), { type: "MESSAGE_TOO_LARGE" });
+    let made = 0;
+    const slot = new ProducerSlot(
+      async () => {
+        made++;
+        return {
+          sendBatch: async () => {
+            throw tooLarge;
+          },
+          disconnect: async () => {},
+        } as unknown as Producer;
+      },
+      { keepAfter: (error) => error === tooLarge },
+    );
+    await kafkaSender(slot, limits).send([valid(0, 1)]);
+    expect(made).toBe(1);
+    expect(slot.discards).toBe(0);
+  });
 });

@@ -64,6 +64,12 @@ export async function readTopic(kafka: Kafka, topic: string, idleTimeoutMs = 30_
             idleTimeoutMs,
           );
         let timer = idle();
+        // A consumer that gives up (an authorization refusal, say) fails the read now, not after the idle timeout.
+        consumer.on(consumer.events.CRASH, ({ payload }) => {
+          if (payload.restart) return;
+          clearTimeout(timer);
+          reject(new Error(`reading ${topic}: ${payload.error.message}`, { cause: payload.error }));
+        });
         void consumer.run({
           autoCommit: false,
           eachMessage: async ({ partition, message }) => {

@@ -20,6 +20,7 @@ import { kafkaSender, type OutputSender } from "../processor/sender.ts";
 import { loadProcessorConfig, type ProcessorConfig } from "../shared/config.ts";
 import { createKafka, createProducer, ProducerSlot } from "../shared/kafka.ts";
 import { sizeConfigs } from "../shared/topic-settings.ts";
+import { groupLagWith } from "../shared/topics.ts";
 import { type Accounting, account } from "./accounting.ts";
 import type { Fault, FaultKind, FaultProxy, FaultProxyStats } from "./fault-proxy.ts";
 import { MskEventSourceHarness } from "./harness.ts";
@@ -557,17 +558,6 @@ async function endOffsets(admin: Admin, topic: string): Promise<string> {
     .join(",");
 }
 
-async function lagOf(admin: Admin, groupId: string, topic: string): Promise<number> {
-  const ends = await admin.fetchTopicOffsets(topic);
-  const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
-  let lag = 0;
-  for (const end of ends) {
-    const at = Number(committed?.partitions.find((p) => p.partition === end.partition)?.offset ?? -1);
-    lag += Number(end.high) - Math.max(at, Number(end.low));
-  }
-  return lag;
-}
-
 export class ChaosError extends Error {
   constructor(plan: ChaosPlan, message: string, options?: { cause?: unknown }) {
     super(
@@ -814,7 +804,7 @@ export async function runSchedule(plan: ChaosPlan, env: ChaosEnvironment): Promi
 
     const deadline = Date.now() + (env.settleTimeoutMs ?? 60_000);
     while (Date.now() < deadline) {
-      const lag = await lagOf(admin, groupId, topics.source).catch(() => -1);
+      const lag = await groupLagWith(admin, groupId, topics.source).catch(() => -1);
       if (lag === 0) {
         settledMs = Date.now() - t0;
         break;

@@ -28,11 +28,17 @@
  * registered (fenced) in the cluster's metadata after it is gone, as a crashed broker would.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createKafka } from "../shared/kafka.ts";
-import { type EmbeddedKafka, EmbeddedKafkaError, ensureKafkaJars, freePort } from "./embedded-kafka.ts";
+import {
+  type EmbeddedKafka,
+  EmbeddedKafkaError,
+  ensureKafkaJars,
+  freePort,
+  writeBrokerFiles,
+} from "./embedded-kafka.ts";
 
 export interface EmbeddedBrokerNodeOptions {
   /** The running cluster to join. */
@@ -263,31 +269,6 @@ export class EmbeddedBrokerNode {
       "log.dirs": join(this.dataDir, "logs"),
       ...this.options.extraProperties,
     };
-    const config = join(this.dataDir, "server.properties");
-    writeFileSync(
-      config,
-      `${Object.entries(properties)
-        .map(([k, v]) => `${k}=${v}`)
-        .join("\n")}\n`,
-    );
-    writeFileSync(
-      join(this.dataDir, "log4j2.properties"),
-      [
-        "status = warn",
-        "appender.file.type = File",
-        "appender.file.name = FILE",
-        `appender.file.fileName = ${this.logFile}`,
-        "appender.file.layout.type = PatternLayout",
-        "appender.file.layout.pattern = [%d] %p %m (%c)%n",
-        "rootLogger.level = INFO",
-        "rootLogger.appenderRef.file.ref = FILE",
-        "logger.state.name = state.change.logger",
-        "logger.state.level = WARN",
-        "logger.request.name = kafka.request.logger",
-        "logger.request.level = WARN",
-        "",
-      ].join("\n"),
-    );
-    return config;
+    return writeBrokerFiles(this.dataDir, properties, this.logFile);
   }
 }

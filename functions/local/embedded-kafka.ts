@@ -146,6 +146,43 @@ function canConnect(port: number, timeoutMs: number): Promise<boolean> {
   });
 }
 
+/**
+ * Writes a broker's `server.properties` and a log4j2 configuration that logs to `logFile` (INFO, state changes and
+ * requests at WARN) into `dataDir`; returns the path of `server.properties`.
+ */
+export function writeBrokerFiles(
+  dataDir: string,
+  properties: Readonly<Record<string, string>>,
+  logFile: string,
+): string {
+  const config = join(dataDir, "server.properties");
+  writeFileSync(
+    config,
+    `${Object.entries(properties)
+      .map(([k, v]) => `${k}=${v}`)
+      .join("\n")}\n`,
+  );
+  writeFileSync(
+    join(dataDir, "log4j2.properties"),
+    [
+      "status = warn",
+      "appender.file.type = File",
+      "appender.file.name = FILE",
+      `appender.file.fileName = ${logFile}`,
+      "appender.file.layout.type = PatternLayout",
+      "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+      "rootLogger.level = INFO",
+      "rootLogger.appenderRef.file.ref = FILE",
+      "logger.state.name = state.change.logger",
+      "logger.state.level = WARN",
+      "logger.request.name = kafka.request.logger",
+      "logger.request.level = WARN",
+      "",
+    ].join("\n"),
+  );
+  return config;
+}
+
 export interface EmbeddedKafkaOptions {
   /** Client port. @default a free port */
   readonly port?: number;
@@ -457,31 +494,6 @@ export class EmbeddedKafka {
       ...this.authorizationProperties(),
       ...this.options.extraProperties,
     };
-    const config = join(this.dataDir, "server.properties");
-    writeFileSync(
-      config,
-      `${Object.entries(properties)
-        .map(([k, v]) => `${k}=${v}`)
-        .join("\n")}\n`,
-    );
-    writeFileSync(
-      join(this.dataDir, "log4j2.properties"),
-      [
-        "status = warn",
-        "appender.file.type = File",
-        "appender.file.name = FILE",
-        `appender.file.fileName = ${this.logFile}`,
-        "appender.file.layout.type = PatternLayout",
-        "appender.file.layout.pattern = [%d] %p %m (%c)%n",
-        "rootLogger.level = INFO",
-        "rootLogger.appenderRef.file.ref = FILE",
-        "logger.state.name = state.change.logger",
-        "logger.state.level = WARN",
-        "logger.request.name = kafka.request.logger",
-        "logger.request.level = WARN",
-        "",
-      ].join("\n"),
-    );
-    return config;
+    return writeBrokerFiles(this.dataDir, properties, this.logFile);
   }
 }

@@ -76,15 +76,20 @@ export async function groupLag(kafka: Kafka, groupId: string, topic: string): Pr
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const ends = await admin.fetchTopicOffsets(topic);
-    const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
-    let lag = 0;
-    for (const end of ends) {
-      const at = Number(committed?.partitions.find((p) => p.partition === end.partition)?.offset ?? -1);
-      lag += Number(end.high) - Math.max(at, Number(end.low));
-    }
-    return lag;
+    return await groupLagWith(admin, groupId, topic);
   } finally {
     await admin.disconnect();
   }
+}
+
+/** groupLag through an admin client that is already connected. */
+export async function groupLagWith(admin: Admin, groupId: string, topic: string): Promise<number> {
+  const ends = await admin.fetchTopicOffsets(topic);
+  const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+  let lag = 0;
+  for (const end of ends) {
+    const at = Number(committed?.partitions.find((p) => p.partition === end.partition)?.offset ?? -1);
+    lag += Number(end.high) - Math.max(at, Number(end.low));
+  }
+  return lag;
 }

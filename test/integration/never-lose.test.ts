@@ -8,33 +8,15 @@ import { ConfigResourceTypes, type Kafka, Partitioners } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MskEvent } from "../../functions/core/msk.ts";
 import { toMskRecord } from "../../functions/local/msk-event.ts";
-import { containerSender, createHandler, type HandlerResponse } from "../../functions/processor/processor.ts";
-import { loadProcessorConfig } from "../../functions/shared/config.ts";
 import { createProducer } from "../../functions/shared/kafka.ts";
 import { ensureTopics } from "../../functions/shared/topics.ts";
-import { createTopicTrio, drain, type PipelineTopics, readTopic, testKafka } from "../support/kafka.ts";
+import { createTopicTrio, drain, processorFor, readTopic, testKafka } from "../support/kafka.ts";
 import { validLogin } from "../support/msk.ts";
 
-const { kafka, brokers } = testKafka("never-lose-test");
+const { kafka } = testKafka("never-lose-test");
 const producer = createProducer(kafka);
 beforeAll(() => producer.connect());
 afterAll(() => producer.disconnect());
-
-function processorFor(topics: PipelineTopics, env: Record<string, string> = {}) {
-  const config = loadProcessorConfig({
-    KAFKA_BROKERS: brokers.join(","),
-    SOURCE_TOPIC: topics.source,
-    PROCESSED_TOPIC: topics.processed,
-    DLQ_TOPIC: topics.deadLetter,
-    ...env,
-  });
-  const container = containerSender(config);
-  const handler = createHandler({ config, getSender: container.getSender });
-  return {
-    invoke: (event: MskEvent) => handler(event, {} as never) as Promise<HandlerResponse>,
-    container,
-  };
-}
 
 /** A key that kafkajs's default (murmur2) partitioner puts on `partition` of a topic with `count` partitions. */
 function keyFor(partition: number, count: number): string {

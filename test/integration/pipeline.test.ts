@@ -6,14 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MskEvent } from "../../functions/core/msk.ts";
 import { MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { loadHandler } from "../../functions/local/lambda-runtime.ts";
-import { containerSender, createHandler } from "../../functions/processor/processor.ts";
-import { loadProcessorConfig } from "../../functions/shared/config.ts";
 import { createProducer } from "../../functions/shared/kafka.ts";
 import {
   createTopicTrio,
   drain,
   type PipelineTopics,
   processorEnvironment,
+  processorFor,
   readTopic,
   testKafka,
   waitFor,
@@ -66,19 +65,6 @@ async function produceInputs(topic: string, inputs: Input[]): Promise<void> {
     acks: -1,
     messages: inputs.map((input, i) => ({ key: input.key, value: input.value, headers: { "test-seq": String(i) } })),
   });
-}
-
-function processorFor(topics: PipelineTopics, env: Record<string, string> = {}) {
-  const config = loadProcessorConfig({
-    KAFKA_BROKERS: brokers.join(","),
-    SOURCE_TOPIC: topics.source,
-    PROCESSED_TOPIC: topics.processed,
-    DLQ_TOPIC: topics.deadLetter,
-    ...env,
-  });
-  const container = containerSender(config);
-  const handler = createHandler({ config, getSender: container.getSender });
-  return { invoke: (event: MskEvent) => handler(event, {} as never), close: container.close };
 }
 
 /** Every output by its source coordinates, with how many times each was written. */

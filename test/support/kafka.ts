@@ -4,8 +4,11 @@
 import { randomUUID } from "node:crypto";
 import type { Kafka } from "kafkajs";
 import { inject } from "vitest";
+import type { MskEvent } from "../../functions/core/msk.ts";
 import { type HarnessOptions, MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { headerText, readTopic as readTopicRecords } from "../../functions/local/read-topic.ts";
+import { containerSender, createHandler, type HandlerResponse } from "../../functions/processor/processor.ts";
+import { loadProcessorConfig } from "../../functions/shared/config.ts";
 import { createKafka, createProducer } from "../../functions/shared/kafka.ts";
 import { sizeConfigs } from "../../functions/shared/topic-settings.ts";
 import { ensureTopics, groupLag } from "../../functions/shared/topics.ts";
@@ -122,4 +125,22 @@ export function processorEnvironment(brokers: readonly string[], topics: Pipelin
     PROCESSED_TOPIC: topics.processed,
     DLQ_TOPIC: topics.deadLetter,
   });
+}
+
+/** The real handler with its own producer container, configured for the shared broker and these topics. */
+export function processorFor(topics: PipelineTopics, env: Record<string, string> = {}) {
+  const config = loadProcessorConfig({
+    KAFKA_BROKERS: inject("kafkaBrokers"),
+    SOURCE_TOPIC: topics.source,
+    PROCESSED_TOPIC: topics.processed,
+    DLQ_TOPIC: topics.deadLetter,
+    ...env,
+  });
+  const container = containerSender(config);
+  const handler = createHandler({ config, getSender: container.getSender });
+  return {
+    invoke: (event: MskEvent) => handler(event, {} as never) as Promise<HandlerResponse>,
+    close: container.close,
+    container,
+  };
 }

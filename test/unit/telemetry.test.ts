@@ -138,25 +138,33 @@ describe("the processor's logs", () => {
   });
 });
 
+/** What `work` writes to stdout (where EMF goes). */
+async function stdoutOf(work: () => Promise<void>): Promise<string> {
+  let stdout = "";
+  const write = process.stdout.write;
+  process.stdout.write = ((chunk: string | Uint8Array) => {
+    stdout += chunk.toString();
+    return true;
+  }) as typeof process.stdout.write;
+  try {
+    await work();
+  } finally {
+    process.stdout.write = write;
+  }
+  return stdout;
+}
+
 describe("metrics of a failed batch", () => {
   it("counts the records it could not write as ProduceFailures, also when the invocation then fails", async () => {
     const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: METRICS_SERVICE });
-    let stdout = "";
-    const write = process.stdout.write;
-    process.stdout.write = ((chunk: string | Uint8Array) => {
-      stdout += chunk.toString();
-      return true;
-    }) as typeof process.stdout.write;
-    try {
+    const stdout = await stdoutOf(async () => {
       const handler = createHandler({
         config: loadProcessorConfig({}),
         getSender: async () => ({ send: async () => ({ written: 4, error: new Error("broker gone") }) }),
         metrics,
       });
       await expect(handler(loadEvent("mixed-batch.json"), lambdaContext())).rejects.toThrow(/wrote 4 of 10 records/);
-    } finally {
-      process.stdout.write = write;
-    }
+    });
     const main = emfDocuments(stdout).find((d) => d[METRIC.recordsIn] !== undefined) as Emf;
     expect(main[METRIC.produceFailures]).toBe(6);
   });
@@ -169,13 +177,7 @@ describe("metrics of a failed batch", () => {
     ],
   ])("says UnwritableRecords=1 when a record is over its topic's limit, found by %s", async (_by, error) => {
     const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: METRICS_SERVICE });
-    let stdout = "";
-    const write = process.stdout.write;
-    process.stdout.write = ((chunk: string | Uint8Array) => {
-      stdout += chunk.toString();
-      return true;
-    }) as typeof process.stdout.write;
-    try {
+    const stdout = await stdoutOf(async () => {
       const handler = createHandler({
         config: loadProcessorConfig({ PARTIAL_BATCH_RESPONSE: "true" }),
         getSender: async () => ({ send: async () => ({ written: 3, error: error() }) }),
@@ -183,9 +185,7 @@ describe("metrics of a failed batch", () => {
       });
       const response = await handler(loadEvent("mixed-batch.json"), lambdaContext());
       expect(response.batchItemFailures.length).toBeGreaterThan(0);
-    } finally {
-      process.stdout.write = write;
-    }
+    });
     const main = emfDocuments(stdout).find((d) => d[METRIC.recordsIn] !== undefined) as Emf;
     expect(main[METRIC.unwritable]).toBe(1);
     expect(main[METRIC.produceFailures]).toBe(7);

@@ -196,8 +196,7 @@ export function kafkaSender(slot: Pick<ProducerSlot, "run">, limits: SendLimits,
   const attempts = retry.attempts ?? 3;
   const backoffMs = retry.backoffMs ?? 200;
   const budgetMs = retry.budgetMs ?? 15_000;
-  let deadline = Number.POSITIVE_INFINITY;
-  const produce = async (topicMessages: TopicMessages[], compressed: boolean) => {
+  const produce = async (topicMessages: TopicMessages[], compressed: boolean, deadline: number) => {
     const started = Date.now();
     for (let attempt = 1; ; attempt++) {
       if (Date.now() > deadline) throw new SendDeadlineError();
@@ -218,7 +217,7 @@ export function kafkaSender(slot: Pick<ProducerSlot, "run">, limits: SendLimits,
   };
   return {
     async send(outputs, options = {}) {
-      deadline = options.deadline ?? Number.POSITIVE_INFINITY;
+      const deadline = options.deadline ?? Number.POSITIVE_INFINITY;
       const unwritten: number[] = [];
       const blocked = new Set<string>();
       let written = 0;
@@ -229,7 +228,7 @@ export function kafkaSender(slot: Pick<ProducerSlot, "run">, limits: SendLimits,
         let compressed = !fitsAlone(output, limits);
         for (;;) {
           try {
-            await produce(toTopicMessages(outputs, [k]), compressed);
+            await produce(toTopicMessages(outputs, [k]), compressed, deadline);
             return true;
           } catch (cause) {
             if (!isTooLarge(cause)) throw cause;
@@ -272,7 +271,7 @@ export function kafkaSender(slot: Pick<ProducerSlot, "run">, limits: SendLimits,
         }
         const request = nextRequest(outputs, i, limits, blocked);
         try {
-          await produce(toTopicMessages(outputs, request.indices), false);
+          await produce(toTopicMessages(outputs, request.indices), false, deadline);
           written += request.indices.length;
           unwritten.push(...request.skipped);
         } catch (cause) {

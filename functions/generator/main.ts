@@ -8,7 +8,7 @@ import { GENERATOR_USAGE, type GeneratorConfig, loadGeneratorConfig } from "./co
 import { GeneratorModel } from "./model.ts";
 import { dryRunSink, type RecordSink, type RunSummary, runGenerator, sleep } from "./run.ts";
 
-/** The generator's producer: idempotent, and replaced after a failed send (see ProducerSlot). */
+/** The generator's producer (acks=all, no retries of its own: see createProducer), replaced after a failed send. */
 export function producerSlot(kafka: Kafka): ProducerSlot {
   return new ProducerSlot(async () => {
     const producer = createProducer(kafka);

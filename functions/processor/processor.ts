@@ -88,13 +88,13 @@ export interface ProcessorDependencies {
   readonly validate?: ProcessOptions["validate"];
 }
 
-/** The handler's logic, with its collaborators passed in. */
 /**
  * How long before the function's timeout the sender stops starting produce requests: one request may take kafkajs's
  * request timeout (30 s, functions/shared/kafka.ts) and the response must still reach Lambda.
  */
 export const SEND_RESERVE_MS = 35_000;
 
+/** The handler's logic, with its collaborators passed in. */
 export async function processMskEvent(
   event: MskEvent,
   deps: ProcessorDependencies,
@@ -188,9 +188,10 @@ export function createHandler(deps: ProcessorDependencies) {
 }
 
 /**
- * One idempotent producer per container: created on first use, connected once, reused by later invocations (kafkajs
- * reconnects and re-authenticates it after idle periods and broker restarts) until a send fails: then it is
- * discarded and the next attempt connects a new one (see ProducerSlot). A failed connect is not cached either.
+ * One producer per container (acks=all, no retries of its own: see createProducer): created on first use, connected
+ * once, reused by later invocations (kafkajs reconnects and re-authenticates it after idle periods and broker restarts)
+ * until a send fails for any reason but a refusal the broker answered: then it is discarded and the next attempt
+ * connects a new one (see ProducerSlot). A failed connect is not cached either.
  */
 export function containerSender(
   config: ProcessorConfig,

@@ -3,15 +3,11 @@
  * Runs the processor handler locally behind an emulated MSK event source mapping.
  */
 
-import {
-  MAX_BATCH_SIZE,
-  MAX_BATCH_WINDOW_MS,
-  MskEventSourceHarness,
-  type StartingPosition,
-} from "../functions/local/harness.ts";
+import { MskEventSourceHarness, type StartingPosition } from "../functions/local/harness.ts";
 import { DEFAULT_HANDLER, loadHandler } from "../functions/local/lambda-runtime.ts";
 import { startProgress, summaryText } from "../functions/local/progress.ts";
 import { loadConnectionConfig, loadTopics } from "../functions/shared/config.ts";
+import { MAX_BATCH_SIZE, MAX_BATCH_WINDOW_MS } from "../functions/shared/esm.ts";
 import { connectKafka } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
 import { choiceFlag, intFlag, parseFlags, runMain, timestampFlag, UsageError, untilSignal } from "./cli.ts";

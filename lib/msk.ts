@@ -19,8 +19,8 @@ import * as msk from "aws-cdk-lib/aws-msk";
 import * as cr from "aws-cdk-lib/custom-resources";
 import { Construct } from "constructs";
 import { Kafka, logLevel } from "kafkajs";
-import { kafkaVersion } from "../functions/local/embedded-kafka.ts";
 import { createProducer } from "../functions/shared/kafka.ts";
+import { kafkaVersion } from "../functions/shared/kafka-version.ts";
 import { DEFAULT_TOPICS, ESM_FAILURE_TOPIC, sizeConfigs } from "../functions/shared/topic-settings.ts";
 import { lambdaRole, pipelineFunction } from "./functions.ts";
 

@@ -9,7 +9,7 @@ import * as lambda from "aws-cdk-lib/aws-lambda";
 import * as sources from "aws-cdk-lib/aws-lambda-event-sources";
 import * as logs from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
-import { MAX_BATCH_SIZE } from "../functions/local/harness.ts";
+import { ESM_DEFAULTS, MAX_BATCH_SIZE, MAX_BATCH_WINDOW_MS } from "../functions/shared/esm.ts";
 import { sizeConfigs } from "../functions/shared/topic-settings.ts";
 import { pipelineFunction } from "./functions.ts";
 import { type GeneratorProps, GeneratorService } from "./generator.ts";
@@ -89,19 +89,24 @@ export class UserLoginPipelineStack extends Stack {
   constructor(scope: Construct, id: string, props: UserLoginPipelineStackProps = {}) {
     super(scope, id, props);
     const p = props.processor ?? {};
-    const batchSize = checkInteger("processor.batchSize", p.batchSize ?? 100, 1, MAX_BATCH_SIZE);
-    const windowSeconds = (p.batchingWindow ?? Duration.seconds(1)).toSeconds();
-    checkInteger("processor.batchingWindow (seconds)", windowSeconds, 0, 300);
+    const batchSize = checkInteger("processor.batchSize", p.batchSize ?? ESM_DEFAULTS.batchSize, 1, MAX_BATCH_SIZE);
+    const windowSeconds = (p.batchingWindow ?? Duration.millis(ESM_DEFAULTS.batchingWindowMs)).toSeconds();
+    checkInteger("processor.batchingWindow (seconds)", windowSeconds, 0, MAX_BATCH_WINDOW_MS / 1000);
     const minPollers = checkInteger("processor.minPollers", p.minPollers ?? 1, 1, 200);
     const maxPollers = checkInteger("processor.maxPollers", p.maxPollers ?? 3, 1, 2000);
     if (maxPollers < minPollers)
       throw new PropsError(
         `processor.maxPollers (${maxPollers}) must be at least processor.minPollers (${minPollers})`,
       );
-    const retryAttempts = checkInteger("processor.retryAttempts", p.retryAttempts ?? 10, 0, 10_000);
+    const retryAttempts = checkInteger(
+      "processor.retryAttempts",
+      p.retryAttempts ?? ESM_DEFAULTS.retryAttempts,
+      0,
+      10_000,
+    );
     const maxRecordAge = checkInteger(
       "processor.maxRecordAge (seconds)",
-      (p.maxRecordAge ?? Duration.days(1)).toSeconds(),
+      (p.maxRecordAge ?? Duration.seconds(ESM_DEFAULTS.maxRecordAgeSeconds)).toSeconds(),
       60,
       604_800,
     );
@@ -206,7 +211,7 @@ export class UserLoginPipelineStack extends Stack {
       securityGroup: clientSg,
     });
 
-    const reportBatchItemFailures = p.reportBatchItemFailures ?? true;
+    const reportBatchItemFailures = p.reportBatchItemFailures ?? ESM_DEFAULTS.reportBatchItemFailures;
     const { fn, role } = pipelineFunction(this, "Processor", {
       bundle: "processor",
       description: "Validates and transforms user-login records; dead-letters the rest",
@@ -269,7 +274,7 @@ export class UserLoginPipelineStack extends Stack {
       provisionedPollerConfig: { minimumPollers: minPollers, maximumPollers: maxPollers },
       retryAttempts,
       maxRecordAge: Duration.seconds(maxRecordAge),
-      bisectBatchOnError: p.bisectBatchOnError ?? true,
+      bisectBatchOnError: p.bisectBatchOnError ?? ESM_DEFAULTS.bisectBatchOnError,
       reportBatchItemFailures,
       onFailure: new sources.KafkaDlq(topics.esmFailures),
       metricsConfig: {

@@ -35,6 +35,10 @@ import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { kafkaVersion } from "../shared/kafka-version.ts";
+
+/** The Kafka version pinned in kafka/pom.xml (re-exported for existing callers). */
+export { kafkaVersion };
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const POM = join(REPO_ROOT, "kafka", "pom.xml");
@@ -51,13 +55,6 @@ export class EmbeddedKafkaError extends Error {
     super(message, options);
     this.name = "EmbeddedKafkaError";
   }
-}
-
-/** The Kafka version pinned in kafka/pom.xml (one source of truth for tests, Compose and CDK). */
-export function kafkaVersion(): string {
-  const match = /<kafka\.version>([^<]+)<\/kafka\.version>/.exec(readFileSync(POM, "utf8"));
-  if (!match?.[1]) throw new EmbeddedKafkaError(`${POM} has no <kafka.version> property`);
-  return match[1];
 }
 
 function requireTool(command: string, args: string[], install: string): void {

@@ -7,14 +7,13 @@
  */
 import type { Admin, Consumer, EachBatchPayload, Kafka } from "kafkajs";
 import type { MskEvent, MskRecord } from "../core/msk.ts";
+import { MAX_BATCH_SIZE, MAX_BATCH_WINDOW_MS, MAX_PAYLOAD_BYTES } from "../shared/esm.ts";
 import { buildMskEvent, mskRecordBytes, toMskRecord } from "./msk-event.ts";
 
 export type StartingPosition = "TRIM_HORIZON" | "LATEST" | "AT_TIMESTAMP";
 
-/** Lambda's limits for the Kafka ESM. */
-export const MAX_BATCH_SIZE = 10_000;
-export const MAX_BATCH_WINDOW_MS = 300_000;
-export const MAX_PAYLOAD_BYTES = 6 * 1024 * 1024;
+/** Lambda's limits for the Kafka ESM (functions/shared/esm.ts), re-exported for existing callers. */
+export { MAX_BATCH_SIZE, MAX_BATCH_WINDOW_MS, MAX_PAYLOAD_BYTES };
 
 export interface HarnessOptions {
   readonly kafka: Kafka;

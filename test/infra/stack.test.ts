@@ -1,13 +1,14 @@
 import { spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Duration } from "aws-cdk-lib";
 import { Match } from "aws-cdk-lib/assertions";
 import { PolicyStatement, Role, ServicePrincipal } from "aws-cdk-lib/aws-iam";
 import { Queue } from "aws-cdk-lib/aws-sqs";
 import { describe, expect, it, vi } from "vitest";
-import { kafkaVersion } from "../../functions/local/embedded-kafka.ts";
+import { kafkaVersion, REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
+import { ESM_DEFAULTS } from "../../functions/shared/esm.ts";
 import { producersAreIdempotent, topicConfigsJson } from "../../lib/msk.ts";
 import { acknowledgementsOf } from "../../lib/nag.ts";
 import { ESM_NETWORK_ACTIONS } from "../../lib/pipeline-stack.ts";
@@ -215,6 +216,26 @@ describe("the pipeline stack (defaults)", () => {
       DestinationConfig: { OnFailure: { Destination: "kafka://user-login-esm-failures" } },
       MetricsConfig: { Metrics: Match.arrayWith(["EventCount", "KafkaMetrics"]) },
     });
+  });
+
+  it("deploys the event source mapping with exactly the defaults of functions/shared/esm.ts (the harness's too)", () => {
+    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+      BatchSize: ESM_DEFAULTS.batchSize,
+      MaximumBatchingWindowInSeconds: ESM_DEFAULTS.batchingWindowMs / 1000,
+      MaximumRetryAttempts: ESM_DEFAULTS.retryAttempts,
+      MaximumRecordAgeInSeconds: ESM_DEFAULTS.maxRecordAgeSeconds,
+      BisectBatchOnFunctionError: ESM_DEFAULTS.bisectBatchOnError,
+      FunctionResponseTypes: ESM_DEFAULTS.reportBatchItemFailures ? ["ReportBatchItemFailures"] : Match.absent(),
+      DestinationConfig: { OnFailure: { Destination: `kafka://${ESM_DEFAULTS.onFailureTopic}` } },
+    });
+  });
+
+  it("keeps infrastructure free of local tools: no file under lib/ imports from functions/local", () => {
+    const lib = join(REPO_ROOT, "lib");
+    const offenders = readdirSync(lib, { recursive: true, encoding: "utf8" })
+      .filter((file) => file.endsWith(".ts"))
+      .filter((file) => /from\s+["'][^"']*functions\/local\//.test(readFileSync(join(lib, file), "utf8")));
+    expect(offenders).toEqual([]);
   });
 
   it("runs the generator as a Fargate service in private subnets, with rate, invalid ratio and logs", () => {

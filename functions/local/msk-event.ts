@@ -12,10 +12,28 @@ export interface FetchedMessage {
   readonly key: Buffer | null;
   readonly value: Buffer | null;
   readonly headers?: Readonly<Record<string, Buffer | string | null | (Buffer | string | null)[] | undefined>>;
+  /**
+   * The record batch the message came in (kafkajs sets it on every message of a v2 record batch, though its types
+   * omit it): `timestampType` is decoded from the batch attributes, 1 for LOG_APPEND_TIME, 0 for CREATE_TIME.
+   * A record's own `attributes` byte is unused in v2, so the timestamp type is only here.
+   */
+  readonly batchContext?: { readonly timestampType?: number };
 }
 
-/** Kafka's record-batch attribute bit for LOG_APPEND_TIME timestamps. */
+/** The timestamp-type bit of the attributes of a v2 record batch, and of a v1 message (legacy message sets). */
 const LOG_APPEND_TIME = 0x08;
+/** kafkajs's TimestampTypes.LOG_APPEND_TIME, as decoded from a record batch's attributes. */
+const KAFKAJS_LOG_APPEND_TIME = 1;
+
+/** LOG_APPEND_TIME when the batch's attributes (or, for a legacy v1 message, its own) say so. */
+function timestampTypeOf(message: FetchedMessage): "CREATE_TIME" | "LOG_APPEND_TIME" {
+  const fromBatch = message.batchContext?.timestampType;
+  const logAppend =
+    fromBatch === undefined
+      ? ((message.attributes ?? 0) & LOG_APPEND_TIME) !== 0
+      : fromBatch === KAFKAJS_LOG_APPEND_TIME;
+  return logAppend ? "LOG_APPEND_TIME" : "CREATE_TIME";
+}
 
 /** Lambda's header list: one single-entry object per header, its value as a byte array (null without a value). */
 function headersOf(message: FetchedMessage): MskRecordHeader[] {
@@ -34,7 +52,8 @@ export function toMskRecord(topic: string, partition: number, message: FetchedMe
     partition,
     offset: Number(message.offset),
     timestamp: Number(message.timestamp),
-    timestampType: (message.attributes ?? 0) & LOG_APPEND_TIME ? "LOG_APPEND_TIME" : "CREATE_TIME",
+    // For a LOG_APPEND_TIME batch kafkajs gives every record the batch's maxTimestamp: the broker's append time.
+    timestampType: timestampTypeOf(message),
     value: message.value === null ? null : message.value.toString("base64"),
     headers: headersOf(message),
   };

@@ -19,8 +19,16 @@ export interface MskRecord {
   headers?: MskRecordHeader[];
 }
 
+/**
+ * The eventSource values accepted: "aws:kafka" from an Amazon MSK event source mapping; "SelfManagedKafka" from a
+ * self-managed Apache Kafka one (the Lambda Developer Guide's example event for self-managed Kafka), and
+ * "aws:SelfManagedKafka", which other published self-managed examples show. The event shape is the same.
+ */
+export const EVENT_SOURCES = ["aws:kafka", "SelfManagedKafka", "aws:SelfManagedKafka"] as const;
+export type EventSource = (typeof EVENT_SOURCES)[number];
+
 export interface MskEvent {
-  eventSource: "aws:kafka" | "SelfManagedKafka";
+  eventSource: EventSource;
   eventSourceArn?: string;
   bootstrapServers?: string;
   /** Records grouped by "topic-partition", each group in offset order. */
@@ -43,9 +51,11 @@ const isObject = (value: unknown): value is Record<string, unknown> =>
  */
 export function parseMskEvent(event: unknown): MskEvent {
   if (!isObject(event)) throw new InvalidEventError("not an MSK event: expected a JSON object");
-  if (event.eventSource !== "aws:kafka" && event.eventSource !== "SelfManagedKafka") {
+  if (!(EVENT_SOURCES as readonly unknown[]).includes(event.eventSource)) {
+    const quoted = EVENT_SOURCES.map((source) => JSON.stringify(source));
+    const accepted = `${quoted.slice(0, -1).join(", ")} or ${quoted.at(-1)}`;
     throw new InvalidEventError(
-      `not an MSK event: eventSource must be "aws:kafka", got ${JSON.stringify(event.eventSource) ?? "nothing"}`,
+      `not an MSK event: eventSource must be ${accepted}, got ${JSON.stringify(event.eventSource) ?? "nothing"}`,
     );
   }
   if (!isObject(event.records)) {

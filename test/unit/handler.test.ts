@@ -1,7 +1,7 @@
 import { createServer } from "node:net";
 import middy from "@middy/core";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { InvalidEventError } from "../../functions/core/msk.ts";
+import { EVENT_SOURCES, InvalidEventError, parseMskEvent } from "../../functions/core/msk.ts";
 import type { OutputRecord } from "../../functions/core/process.ts";
 import { lambdaContext } from "../../functions/local/lambda-runtime.ts";
 import {
@@ -102,6 +102,29 @@ describe("the processor handler", () => {
     await expect(
       handler({ eventSource: "aws:kafka", records: { "t-0": [{ topic: "t" }] } }, lambdaContext()),
     ).rejects.toThrow(/records\["t-0"\]\[0\].partition must be an integer/);
+  });
+
+  it.each([
+    ["SelfManagedKafka", "self-managed-batch.json"],
+    ["aws:SelfManagedKafka", "self-managed-aws-prefixed-batch.json"],
+  ])("accepts a self-managed Kafka event (eventSource %s) and processes every record", async (source, file) => {
+    const event = loadEvent(file);
+    expect(event.eventSource).toBe(source);
+    expect(parseMskEvent(event)).toBe(event);
+    const sender = recordingSender();
+    const response = await createHandler(deps(sender))(event, lambdaContext());
+    expect(response.batchItemFailures).toEqual([]);
+    expect(response.summary).toMatchObject({ in: 2, processed: 2, written: 2 });
+    expect(sender.sent.map((o) => o.kind)).toEqual(["processed", "processed"]);
+  });
+
+  it("names every accepted eventSource when it rejects one", () => {
+    for (const eventSource of ["aws:sqs", "aws:kafka ", "selfmanagedkafka", undefined]) {
+      expect(() => parseMskEvent({ eventSource, records: {} })).toThrow(
+        'eventSource must be "aws:kafka", "SelfManagedKafka" or "aws:SelfManagedKafka", got',
+      );
+    }
+    expect(EVENT_SOURCES).toEqual(["aws:kafka", "SelfManagedKafka", "aws:SelfManagedKafka"]);
   });
 
   it("runs the saved events through the middy handler", async () => {

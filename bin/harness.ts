@@ -77,7 +77,7 @@ runMain(async () => {
   });
   const stopping = untilSignal();
   await harness.start();
-  console.error(`harness: consuming ${brokers.join(",")}; Ctrl-C stops.`);
+  console.error(`harness: consuming ${brokers.join(",")}, running on Node.js ${process.version}; Ctrl-C stops.`);
   const stopProgress = startProgress(harness.stats);
   await stopping;
   stopProgress();

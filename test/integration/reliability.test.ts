@@ -242,8 +242,22 @@ describe("reliability under faults (processes and poison)", { timeout: 300_000 }
         {
           stdio: "ignore",
           env: { ...process.env, PROCESSED_TOPIC: processedTopic, DLQ_TOPIC: topics.deadLetter, LOG_LEVEL: "ERROR" },
+          // Its own process group: tsx runs the harness in a child process, which a SIGKILL of tsx alone would orphan.
+          detached: true,
         },
       );
+    /** Signals the harness's whole process group (tsx and its child), as a terminal would, and waits for it. */
+    const stop = async (child: ReturnType<typeof start>, signal: NodeJS.Signals) => {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((resolve) => child.once("exit", resolve));
+        process.kill(-(child.pid as number), signal);
+        await exited;
+      }
+      // Whatever of the group outlived the launcher (a SIGKILLed tsx cannot pass the signal on) goes too.
+      try {
+        process.kill(-(child.pid as number), "SIGKILL");
+      } catch {}
+    };
     // The first container cannot finish its batch (its processed topic does not exist): it is killed mid-batch.
     const first = start(`${topics.processed}-missing`);
     const admin = kafka.admin();
@@ -259,15 +273,13 @@ describe("reliability under faults (processes and poison)", { timeout: 300_000 }
     );
     await admin.disconnect();
     await new Promise((resolve) => setTimeout(resolve, 2000));
-    first.kill("SIGKILL");
-    await new Promise((resolve) => first.once("exit", resolve));
+    await stop(first, "SIGKILL");
     expect(await groupLag(kafka, groupId, topics.source)).toBe(4000);
     const second = start(topics.processed);
     try {
       await settle(kafka, groupId, topics.source);
     } finally {
-      second.kill("SIGTERM");
-      await new Promise((resolve) => second.once("exit", resolve));
+      await stop(second, "SIGTERM");
     }
     expectAccounted(await account(kafka, topics, groupId), 4000);
   });

@@ -2,6 +2,7 @@
  * Shared plumbing for the command-line tools: flag parsing with specific errors, and a main() wrapper.
  */
 import { parseArgs } from "node:util";
+import { onShutdownSignals } from "../functions/shared/signals.ts";
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -75,15 +76,11 @@ export function runMain(main: () => Promise<void>): void {
   });
 }
 
-/** Resolves on the first SIGINT or SIGTERM. */
-export function untilSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const on = (signal: NodeJS.Signals) => {
-      process.off("SIGINT", on);
-      process.off("SIGTERM", on);
-      resolve(signal);
-    };
-    process.on("SIGINT", on);
-    process.on("SIGTERM", on);
-  });
+/**
+ * Resolves on the first SIGINT or SIGTERM, which starts the clean shutdown; later ones do not interrupt it (see
+ * functions/shared/signals.ts: one Ctrl-C arrives more than once under npm and tsx). A repeated signal 5 s or more
+ * after the first forces the exit (130), after `onForce` (the summary so far); an embedded broker is stopped even then.
+ */
+export function untilSignal(onForce?: (signal: NodeJS.Signals) => void): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => onShutdownSignals({ onSignal: resolve, onForce }));
 }

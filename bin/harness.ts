@@ -1,6 +1,7 @@
 /**
  * npm run harness -- --brokers HOST:PORT [flags]
- * Runs the processor handler locally behind an emulated MSK event source mapping.
+ * Runs the processor handler locally behind an emulated MSK event source mapping. SIGINT/SIGTERM stop it cleanly, with a
+ * summary; repeated ones do not interrupt that (again after 5 s forces the exit).
  */
 
 import { MskEventSourceHarness, type StartingPosition } from "../functions/local/harness.ts";
@@ -75,10 +76,14 @@ runMain(async () => {
     sessionTimeoutMs: intFlag(flags["session-timeout-ms"], "session-timeout-ms", 30_000, 6000, 300_000),
     invoke: handler.invoke,
   });
-  const stopping = untilSignal();
+  let stopProgress = () => {};
+  const stopping = untilSignal(() => {
+    stopProgress();
+    console.error(summaryText(harness.stats));
+  });
   await harness.start();
   console.error(`harness: consuming ${brokers.join(",")}, running on Node.js ${process.version}; Ctrl-C stops.`);
-  const stopProgress = startProgress(harness.stats);
+  stopProgress = startProgress(harness.stats);
   await stopping;
   stopProgress();
   await harness.stop();

@@ -1,7 +1,8 @@
 /**
  * npm run kafka [-- --port N] [--data-dir DIR]
  * Starts the embedded Apache Kafka broker in the foreground; prints KAFKA_BROKERS=127.0.0.1:PORT when it accepts
- * connections; SIGINT/SIGTERM stop it cleanly.
+ * connections; SIGINT/SIGTERM stop it cleanly, and repeated ones do not interrupt that (again after 5 s forces the exit,
+ * which still kills the broker and removes a temporary data folder).
  */
 import { EmbeddedKafka, ensureKafkaJars } from "../functions/local/embedded-kafka.ts";
 import { intFlag, parseFlags, runMain, untilSignal } from "./cli.ts";

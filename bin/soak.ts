@@ -8,7 +8,7 @@
  * Seeded fault schedules (functions/local/chaos.ts) back to back, consecutive seeds from S, for M minutes, on an
  * embedded broker of its own behind a fault proxy: one line per schedule, the per-fault-type accounting, a verdict.
  */
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { account, accountingText } from "../functions/local/accounting.ts";
 import {
@@ -31,7 +31,7 @@ import { setLogLevel } from "../functions/shared/log.ts";
 import { sizeConfigs } from "../functions/shared/topic-settings.ts";
 import { ensureTopics, groupLag } from "../functions/shared/topics.ts";
 import { PROJECT_ROOT } from "../lib/bundling.ts";
-import { intFlag, numberFlag, parseFlags, runMain, UsageError } from "./cli.ts";
+import { intFlag, numberFlag, parseFlags, runMain, UsageError, untilSignal } from "./cli.ts";
 
 const USAGE = `usage: npm run soak -- --minutes M --rate R [--invalid-ratio X]
        npm run soak -- --chaos --minutes M [--seed S]
@@ -72,6 +72,16 @@ runMain(async () => {
   if (flags.seed !== undefined) throw new UsageError(`--seed applies to --chaos only\n\n${USAGE}`);
   const rate = numberFlag(flags.rate, "rate", 1000, 1, 100_000);
   const invalidRatio = numberFlag(flags["invalid-ratio"], "invalid-ratio", 0.05, 0, 1);
+  // Ctrl-C or SIGTERM: stop the generator, drain briefly, account and give the verdict; repeated signals do not
+  // interrupt that (again after 5 s forces the exit; the broker goes with the process).
+  let interrupted: { signal: NodeJS.Signals; at: number } | undefined;
+  let generator: ChildProcess | undefined;
+  let forcedSummary = () => {};
+  void untilSignal(() => forcedSummary()).then((signal) => {
+    interrupted = { signal, at: Date.now() };
+    console.log(`${signal}: stopping the generator; then up to 30 s of draining, the accounting and the verdict`);
+    generator?.kill("SIGINT");
+  });
   let broker: EmbeddedKafka | undefined;
   let brokers: string[];
   if (process.env.KAFKA_BROKERS) brokers = parseBrokers(process.env.KAFKA_BROKERS);
@@ -107,7 +117,7 @@ runMain(async () => {
     invoke: (event) => handler(event, {} as never),
   });
   await harness.start();
-  const generator = spawn(
+  generator = spawn(
     join(PROJECT_ROOT, "node_modules", ".bin", "tsx"),
     [
       join(PROJECT_ROOT, "bin", "generate.ts"),
@@ -124,16 +134,19 @@ runMain(async () => {
     ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
+  if (interrupted) generator.kill("SIGINT");
   let generatorSummary = "";
-  generator.stderr.on("data", (chunk: Buffer) => {
+  generator.stderr?.on("data", (chunk: Buffer) => {
     const text = chunk.toString();
     if (text.includes("generator summary")) generatorSummary = text.trim();
   });
-  const generatorDone = new Promise<void>((resolve) => generator.once("exit", () => resolve()));
+  const generatorDone = new Promise<void>((resolve) => generator?.once("exit", () => resolve()));
   console.log(`soak: ${minutes} min at ${rate}/s (${invalidRatio * 100}% invalid) on ${brokers.join(",")}`);
   const rss: number[] = [];
   let last = 0;
   const started = Date.now();
+  forcedSummary = () =>
+    console.log(`forced: ${harness.stats.recordsCommitted} records committed, no accounting. ${generatorSummary}`);
   const tick = setInterval(() => {
     const stats = harness.stats;
     const memory = process.memoryUsage();
@@ -148,8 +161,9 @@ runMain(async () => {
   await generatorDone;
   clearInterval(tick);
   rss.push(process.memoryUsage().rss);
-  // Drain: wait until the group has committed everything (or give up 5 minutes past the run).
-  while ((await groupLag(kafka, groupId, topics.source)) > 0 && Date.now() - started < (minutes + 5) * 60_000) {
+  // Drain: wait until the group has committed everything (or give up 5 minutes past the run, 30 s past a Ctrl-C).
+  const drainUntil = () => Math.min(started + (minutes + 5) * 60_000, interrupted ? interrupted.at + 30_000 : Infinity);
+  while ((await groupLag(kafka, groupId, topics.source)) > 0 && Date.now() < drainUntil()) {
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
   await harness.stop();
@@ -163,8 +177,11 @@ runMain(async () => {
     `RSS after warm-up ${warm ? mb(warm) : "?"} MB, at the end ${mb(rss[rss.length - 1] ?? 0)} MB (${(growth * 100).toFixed(1)}%)`,
   );
   const pass = result.ok && growth < 0.25;
+  const cut = interrupted
+    ? `; interrupted by ${interrupted.signal} after ${((interrupted.at - started) / 1000).toFixed(0)} s`
+    : "";
   console.log(
-    `VERDICT: ${pass ? "PASS" : "FAIL"} (${result.ok ? "nothing lost" : "accounting failed"}, ${result.duplicates} duplicates, RSS growth ${(growth * 100).toFixed(1)}%)`,
+    `VERDICT: ${pass ? "PASS" : "FAIL"} (${result.ok ? "nothing lost" : "accounting failed"}, ${result.duplicates} duplicates, RSS growth ${(growth * 100).toFixed(1)}%${cut})`,
   );
   await broker?.destroy();
   if (!pass) process.exitCode = 1;
@@ -183,13 +200,15 @@ async function chaosSoak(minutes: number, firstSeed: number): Promise<void> {
   const proxy = new FaultProxy({ targetPort: () => broker?.proxiedPort ?? 0 });
   const results: ScheduleResult[] = [];
   const errors: string[] = [];
-  // The broker runs in a process group of its own: on Ctrl-C or SIGTERM, take it down before exiting.
-  const onSignal = (signal: NodeJS.Signals) => {
-    console.log(`${signal}: stopping the broker`);
-    void Promise.allSettled([proxy.stop(), broker?.kill()]).finally(() => process.exit(130));
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  // Ctrl-C or SIGTERM: finish the current schedule, then the table and the verdict; repeated signals do not interrupt
+  // that. Again after 5 s forces the exit, with the table so far; the broker (its own process group) goes with us.
+  let interrupted: NodeJS.Signals | undefined;
+  void untilSignal(() => {
+    if (results.length > 0) console.log(summaryTable(results));
+  }).then((signal) => {
+    interrupted = signal;
+    console.log(`${signal}: finishing the current schedule, then the summary and the verdict`);
+  });
   try {
     broker = new EmbeddedKafka({ heap: "1g", proxiedListener: { advertisedPort: await proxy.start() } });
     await broker.start();
@@ -201,7 +220,7 @@ async function chaosSoak(minutes: number, firstSeed: number): Promise<void> {
     const started = Date.now();
     for (
       let seed = firstSeed;
-      results.length + errors.length === 0 || Date.now() - started < minutes * 60_000;
+      !interrupted && (results.length + errors.length === 0 || Date.now() - started < minutes * 60_000);
       seed++
     ) {
       const plan = planSchedule(seed);
@@ -218,8 +237,6 @@ async function chaosSoak(minutes: number, firstSeed: number): Promise<void> {
     console.log(`${results.length + errors.length} schedules in ${((Date.now() - started) / 1000).toFixed(0)} s`);
     if (results.length > 0) console.log(summaryTable(results));
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
     await proxy.stop();
     await broker?.destroy();
   }
@@ -229,10 +246,11 @@ async function chaosSoak(minutes: number, firstSeed: number): Promise<void> {
   const missing = results.reduce((n, r) => n + r.accounting.missing.length, 0);
   const duplicates = results.reduce((n, r) => n + r.accounting.duplicates, 0);
   const inputs = results.reduce((n, r) => n + r.accounting.inputs, 0);
-  const pass = failed.length === 0 && errors.length === 0;
+  const pass = failed.length === 0 && errors.length === 0 && results.length > 0;
   console.log(
     `VERDICT: ${pass ? "PASS" : "FAIL"} (${results.length + errors.length} schedules, ${inputs} inputs, ${missing} missing, ` +
-      `${duplicates} duplicates${pass ? "" : `; failed: ${[...failed, ...errors].join(", ")}`})`,
+      `${duplicates} duplicates${failed.length + errors.length === 0 ? "" : `; failed: ${[...failed, ...errors].join(", ")}`}` +
+      `${interrupted ? `; interrupted by ${interrupted}` : ""})`,
   );
   if (!pass) process.exitCode = 1;
 }

@@ -2,7 +2,8 @@
  * npm start [-- flags]
  * The whole local pipeline: an embedded Kafka broker (or KAFKA_BROKERS), the three topics, a generator of
  * real-shaped user-login events, and the processor handler behind the emulated MSK event source mapping.
- * Ctrl-C stops everything cleanly and prints a summary.
+ * Ctrl-C stops everything cleanly and prints a summary; repeated Ctrl-C does not interrupt that (again after 5 s forces
+ * the exit, still with the summary and without leaving the broker).
  *
  * With --enforce-iam the stack is synthesized (no bundling), its IAM policies become Kafka ACLs
  * (functions/local/iam-acl.ts) on an embedded broker that authenticates and authorizes like MSK, and each component
@@ -227,7 +228,9 @@ runMain(async () => {
   const batchSize = intFlag(flags["batch-size"], "batch-size", 100, 1, MAX_BATCH_SIZE);
   const batchWindowMs = intFlag(flags["batch-window-ms"], "batch-window-ms", 500, 0, 300_000);
   const topics = loadTopics(process.env);
-  const stopping = untilSignal();
+  // A forced Ctrl-C (again, 5 s after the first) still says what was done; the broker goes with the process.
+  let summary = () => {};
+  const stopping = untilSignal(() => summary());
 
   let broker: EmbeddedKafka | undefined;
   // Each component's connection settings: one for all, unless --enforce-iam gives each its own principal.
@@ -311,7 +314,17 @@ runMain(async () => {
   console.error(
     `pipeline running: ${rate} events/s -> ${topics.source} -> processor -> ${topics.processed} | ${topics.deadLetter}. Ctrl-C stops.`,
   );
-  const stopProgress = startProgress(harness.stats, () => generated);
+  const progress = startProgress(harness.stats, () => generated);
+  let progressRunning = true;
+  const stopProgress = () => {
+    if (progressRunning) progress();
+    progressRunning = false;
+  };
+  summary = () => {
+    stopProgress();
+    console.error(`generated ${generated} events`);
+    console.error(summaryText(harness.stats));
+  };
 
   await Promise.race([stopping, generating]);
   generatorStop.abort();
@@ -322,6 +335,5 @@ runMain(async () => {
   await harness.stop();
   await handler.close();
   await broker?.destroy();
-  console.error(`generated ${generated} events`);
-  console.error(summaryText(harness.stats));
+  summary();
 });

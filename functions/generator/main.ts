@@ -4,6 +4,7 @@
 import type { Kafka } from "kafkajs";
 import { loadConnectionConfig } from "../shared/config.ts";
 import { connectKafka, createProducer, ProducerSlot } from "../shared/kafka.ts";
+import { onShutdownSignals } from "../shared/signals.ts";
 import { GENERATOR_USAGE, type GeneratorConfig, loadGeneratorConfig } from "./config.ts";
 import { GeneratorModel } from "./model.ts";
 import { dryRunSink, type RecordSink, type RunSummary, runGenerator, sleep } from "./run.ts";
@@ -99,18 +100,16 @@ export async function main(argv: readonly string[], env: Readonly<Record<string,
     return;
   }
   const stop = new AbortController();
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (stop.signal.aborted) process.exit(130);
-    process.stderr.write(`${signal}: flushing and stopping (again to force)\n`);
-    stop.abort();
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-  try {
-    const summary = await generate(config, stop.signal, (line) => process.stderr.write(`${line}\n`), env);
-    process.stderr.write(`${summaryLine(summary)}\n`);
-  } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-  }
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  // The first signal flushes and stops; repeated ones (one Ctrl-C arrives more than once under npm and tsx) do not
+  // interrupt that, until one comes 5 s after the first. The handlers stay: a late signal must not cut the exit short.
+  onShutdownSignals({
+    log,
+    onSignal: (signal) => {
+      log(`${signal}: flushing and stopping (again after 5 s to force)`);
+      stop.abort();
+    },
+  });
+  const summary = await generate(config, stop.signal, log, env);
+  log(summaryLine(summary));
 }

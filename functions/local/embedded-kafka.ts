@@ -143,6 +143,20 @@ function canConnect(port: number, timeoutMs: number): Promise<boolean> {
   });
 }
 
+/** Blocks until `pid` is a zombie or gone (Linux /proc; elsewhere it waits `timeoutMs`), at most `timeoutMs`. */
+function waitForDeath(pid: number, timeoutMs: number): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      if (/^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, "utf8"))) return;
+    } catch {
+      if (existsSync("/proc/self/stat")) return; // no such process any more
+    }
+    Atomics.wait(pause, 0, 0, 10);
+  }
+}
+
 /**
  * Writes a broker's `server.properties` and a log4j2 configuration that logs to `logFile` (INFO, state changes and
  * requests at WARN) into `dataDir`; returns the path of `server.properties`.
@@ -326,7 +340,14 @@ export class EmbeddedKafka {
       stdio: ["ignore", "ignore", "pipe"],
       detached: true,
     });
-    const killOnExit = () => child.kill("SIGKILL");
+    // A process that exits without destroy() (an error, a forced Ctrl-C) takes the broker and its temporary folder
+    // with it. Exit handlers run synchronously: wait (briefly) for the JVM to be gone before removing its folder.
+    const killOnExit = () => {
+      child.kill("SIGKILL");
+      if (!this.ownsDataDir || child.pid === undefined) return;
+      waitForDeath(child.pid, 2000);
+      rmSync(this.dataDir, { recursive: true, force: true });
+    };
     process.once("exit", killOnExit);
     child.once("exit", () => process.off("exit", killOnExit));
     let stderr = "";

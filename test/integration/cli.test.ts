@@ -3,9 +3,11 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
+import { Socket } from "node:net";
 import { join } from "node:path";
 import { ConfigResourceTypes } from "kafkajs";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
 import { createKafka } from "../../functions/shared/kafka.ts";
 import { createTopicTrio, readTopic, testKafka, waitFor } from "../support/kafka.ts";
@@ -38,6 +40,89 @@ function startCli(
     output += chunk.toString();
   });
   return Object.assign(child, { output: () => output });
+}
+
+/**
+ * A command as a terminal runs it: in a process group of its own (for `npm run`: npm, sh, tsx and node), so that the
+ * test can signal the whole group as Ctrl-C does. Without KAFKA_BROKERS: it starts an embedded broker.
+ */
+const groups = new Set<{ pgid: number; exited: Promise<unknown> }>();
+
+// A test that failed half-way leaves no run behind: SIGTERM stops each cleanly, its broker too.
+afterAll(async () => {
+  for (const group of groups) {
+    try {
+      process.kill(-group.pgid, "SIGTERM");
+    } catch {
+      continue; // gone already
+    }
+    await group.exited;
+  }
+});
+
+function startInGroup(command: string, args: string[]) {
+  const env = { ...process.env };
+  delete env.KAFKA_BROKERS;
+  delete env.MSK_CLUSTER_ARN;
+  const child = spawn(command, args, {
+    cwd: REPO_ROOT,
+    env,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout?.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  child.stderr?.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+  groups.add({ pgid: child.pid as number, exited });
+  return { child, exited, output: () => output };
+}
+
+/** A terminal's Ctrl-C, twice in quick succession: SIGINT to every process of the group. */
+async function doubleCtrlC(pgid: number): Promise<void> {
+  process.kill(-pgid, "SIGINT");
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  process.kill(-pgid, "SIGINT");
+}
+
+/** Processes whose command line contains `text`, or (with a number) that are in process group `text`. */
+function processes(match: { args: string } | { pgid: number }): string[] {
+  const ps = spawnSync("ps", ["-eo", "pid=,pgid=,args="], { encoding: "utf8" }).stdout;
+  return ps.split("\n").filter((line) => {
+    const [, pgid, args] = /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(line) ?? [];
+    return "args" in match ? args?.includes(match.args) : Number(pgid) === match.pgid;
+  });
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = new Socket();
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.once("error", () => done(false));
+    socket.connect(port, "127.0.0.1", () => done(true));
+  });
+}
+
+/** After a run: its broker's JVM gone (nothing names its data folder), the folder removed, the port closed. */
+async function expectNothingLeft(output: string, pgid: number): Promise<void> {
+  const dataDir = /\(log: (\S+)\/server\.log\)/.exec(output)?.[1] as string;
+  const port = Number(/127\.0\.0\.1:(\d+)/.exec(output)?.[1]);
+  expect(dataDir, output).toMatch(/user-login-kafka-/);
+  // The broker may take a moment to be reaped; nothing of the group should outlive npm.
+  await waitFor("the run's processes to be gone", () => processes({ args: dataDir }).length === 0, 5000);
+  expect(processes({ pgid })).toEqual([]);
+  expect(existsSync(dataDir)).toBe(false);
+  expect(await accepts(port)).toBe(false);
 }
 
 describe("npm run invoke", () => {
@@ -112,6 +197,18 @@ describe("npm run kafka", () => {
     expect(await exited).toBe(0);
     expect(child.output()).toContain("Kafka stopped.");
   });
+
+  it("survives a terminal's double Ctrl-C: stops the broker cleanly, removes its folder, leaves no process", async () => {
+    const run = startInGroup("npm", ["run", "--silent", "kafka"]);
+    const pgid = run.child.pid as number;
+    await waitFor("Kafka to run", () => run.output().includes("Kafka is running"), 90_000);
+    await doubleCtrlC(pgid);
+    // The program exits 0 (as the test above shows); npm's sh (dash), having had a SIGINT itself, then ends by
+    // SIGINT, and npm with it, as a shell does on Ctrl-C (status 130).
+    expect(await run.exited, run.output()).toEqual({ code: null, signal: "SIGINT" });
+    expect(run.output()).toContain("Kafka stopped.");
+    await expectNothingLeft(run.output(), pgid);
+  });
 });
 
 describe("npm start", () => {
@@ -139,6 +236,20 @@ describe("npm start", () => {
     const dead = await readTopic(kafka, env.DLQ_TOPIC);
     expect(processed.length + dead.length).toBe(committed);
     expect(Number(/processed\s+(\d+)/.exec(output.slice(output.indexOf("summary:")))?.[1])).toBe(processed.length);
+  });
+
+  it("survives a terminal's double Ctrl-C on its embedded broker: summary, exit 0, no broker or process left", async () => {
+    // tsx as `npm start` runs it (npm's own layers are in the npm run kafka test): its status is the program's.
+    const run = startInGroup(TSX, [join(REPO_ROOT, "bin", "start.ts"), "--rate", "100", "--batch-window-ms", "100"]);
+    const pgid = run.child.pid as number;
+    await waitFor("the pipeline to start", () => run.output().includes("pipeline running"), 90_000);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await doubleCtrlC(pgid);
+    expect(await run.exited, run.output()).toEqual({ code: 0, signal: null });
+    expect(run.output()).toMatch(/generated \d+ events/);
+    expect(run.output()).toContain("summary:");
+    expect(run.output()).toContain("SIGINT: already stopping");
+    await expectNothingLeft(run.output(), pgid);
   });
 
   it("rejects a bad flag value naming the flag", () => {

@@ -32,6 +32,11 @@ function startCli(
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  return Object.assign(child, { output: capture(child) });
+}
+
+/** Everything the child writes to stdout and stderr, so far. */
+function capture(child: ChildProcess): () => string {
   let output = "";
   child.stdout?.on("data", (chunk: Buffer) => {
     output += chunk.toString();
@@ -39,7 +44,7 @@ function startCli(
   child.stderr?.on("data", (chunk: Buffer) => {
     output += chunk.toString();
   });
-  return Object.assign(child, { output: () => output });
+  return () => output;
 }
 
 /**
@@ -70,18 +75,12 @@ function startInGroup(command: string, args: string[]) {
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
   });
-  let output = "";
-  child.stdout?.on("data", (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  child.stderr?.on("data", (chunk: Buffer) => {
-    output += chunk.toString();
-  });
+  const output = capture(child);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once("exit", (code, signal) => resolve({ code, signal })),
   );
   groups.add({ pgid: child.pid as number, exited });
-  return { child, exited, output: () => output };
+  return { child, exited, output };
 }
 
 /** A terminal's Ctrl-C, twice in quick succession: SIGINT to every process of the group. */

@@ -20,7 +20,7 @@ import { kafkaSender, type OutputSender } from "../processor/sender.ts";
 import { loadProcessorConfig, type ProcessorConfig } from "../shared/config.ts";
 import { createKafka, createProducer, ProducerSlot } from "../shared/kafka.ts";
 import { sizeConfigs } from "../shared/topic-settings.ts";
-import { groupLagWith } from "../shared/topics.ts";
+import { ensureTopicsWith, groupLagWith } from "../shared/topics.ts";
 import { type Accounting, account } from "./accounting.ts";
 import type { Fault, FaultKind, FaultProxy, FaultProxyStats } from "./fault-proxy.ts";
 import { MskEventSourceHarness } from "./harness.ts";
@@ -870,10 +870,6 @@ export async function runSchedule(plan: ChaosPlan, env: ChaosEnvironment): Promi
   }
 }
 
-function entries(configs: Record<string, string>) {
-  return Object.entries(configs).map(([name, value]) => ({ name, value }));
-}
-
 /**
  * The topic's records once its end offsets hold still (nothing is writing: the caller blocked the writers), read
  * through the direct listener, and checked against the end offsets again afterwards.
@@ -913,34 +909,12 @@ interface TopicSpec {
   readonly configs: Record<string, string>;
 }
 
-/**
- * Creates the topics that do not exist yet and waits until every partition has a leader that answers. Not kafkajs's
- * waitForLeaders: it gives up at the first UNKNOWN_TOPIC_OR_PARTITION, which a busy broker answers for a topic it
- * has just created (seen here while the broker was deleting the previous schedules' topics).
- */
+/** ensureTopics (it polls for leaders itself), retried while a busy broker answers errors. */
 async function createTopics(admin: Admin, specs: readonly TopicSpec[]): Promise<void> {
   await until(`creating ${specs.map((s) => s.topic).join(", ")}`, async () => {
-    const existing = new Set(await admin.listTopics());
-    const missing = specs.filter((s) => !existing.has(s.topic));
-    if (missing.length > 0) {
-      await admin.createTopics({
-        waitForLeaders: false,
-        topics: missing.map((s) => ({
-          topic: s.topic,
-          numPartitions: s.numPartitions,
-          configEntries: entries(s.configs),
-        })),
-      });
-    }
+    await ensureTopicsWith(admin, specs);
     return true;
   });
-  for (const spec of specs) {
-    // Leaders are up when every partition answers with its offsets.
-    await until(
-      `${spec.topic}'s leaders`,
-      async () => (await admin.fetchTopicOffsets(spec.topic)).length === spec.numPartitions,
-    );
-  }
 }
 
 /** Deletes the topic and creates it again with the same partitions and configs, waiting for its leaders. */

@@ -18,35 +18,40 @@ export async function ensureTopics(kafka: Kafka, topics: readonly TopicSpec[]): 
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const existing = new Set(await admin.listTopics());
-    const missing = topics.filter((t) => !existing.has(t.topic));
-    if (missing.length > 0) {
-      // Not kafkajs's waitForLeaders: it gives up on UNKNOWN_TOPIC_OR_PARTITION (it retries only LEADER_NOT_AVAILABLE,
-      // node_modules/kafkajs/src/admin/index.js createTopics), which a broker still deleting other topics answers
-      // for a while; the topic exists all the same. Poll until every partition answers instead.
-      await admin.createTopics({
-        waitForLeaders: false,
-        topics: missing.map((t) => ({
-          topic: t.topic,
-          numPartitions: t.numPartitions ?? 1,
-          replicationFactor: t.replicationFactor ?? -1,
-          configEntries: Object.entries(t.configs ?? {}).map(([name, value]) => ({ name, value })),
-        })),
-      });
-      await waitForPartitions(admin, missing);
-    }
-    const present = topics.filter((t) => existing.has(t.topic) && t.numPartitions !== undefined);
-    if (present.length > 0) {
-      const metadata = await admin.fetchTopicMetadata({ topics: present.map((t) => t.topic) });
-      const grow = present
-        .map((t) => ({ topic: t.topic, count: t.numPartitions as number }))
-        .filter((t) => (metadata.topics.find((m) => m.name === t.topic)?.partitions.length ?? t.count) < t.count);
-      if (grow.length > 0) await admin.createPartitions({ topicPartitions: grow });
-    }
-    return missing.map((t) => t.topic);
+    return await ensureTopicsWith(admin, topics);
   } finally {
     await admin.disconnect();
   }
+}
+
+/** ensureTopics through an admin client that is already connected. */
+export async function ensureTopicsWith(admin: Admin, topics: readonly TopicSpec[]): Promise<string[]> {
+  const existing = new Set(await admin.listTopics());
+  const missing = topics.filter((t) => !existing.has(t.topic));
+  if (missing.length > 0) {
+    // Not kafkajs's waitForLeaders: it gives up on UNKNOWN_TOPIC_OR_PARTITION (it retries only LEADER_NOT_AVAILABLE,
+    // node_modules/kafkajs/src/admin/index.js createTopics), which a broker still deleting other topics answers
+    // for a while; the topic exists all the same. Poll until every partition answers instead.
+    await admin.createTopics({
+      waitForLeaders: false,
+      topics: missing.map((t) => ({
+        topic: t.topic,
+        numPartitions: t.numPartitions ?? 1,
+        replicationFactor: t.replicationFactor ?? -1,
+        configEntries: Object.entries(t.configs ?? {}).map(([name, value]) => ({ name, value })),
+      })),
+    });
+    await waitForPartitions(admin, missing);
+  }
+  const present = topics.filter((t) => existing.has(t.topic) && t.numPartitions !== undefined);
+  if (present.length > 0) {
+    const metadata = await admin.fetchTopicMetadata({ topics: present.map((t) => t.topic) });
+    const grow = present
+      .map((t) => ({ topic: t.topic, count: t.numPartitions as number }))
+      .filter((t) => (metadata.topics.find((m) => m.name === t.topic)?.partitions.length ?? t.count) < t.count);
+    if (grow.length > 0) await admin.createPartitions({ topicPartitions: grow });
+  }
+  return missing.map((t) => t.topic);
 }
 
 /** Polls until every partition of `topics` has a leader that answers offset requests (at most `timeoutMs`). */

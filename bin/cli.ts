@@ -58,6 +58,17 @@ export function choiceFlag<C extends string>(
   return value as C;
 }
 
+/** A `--name` / `--no-name` pair (two boolean flags): which was given, or the fallback; both is an error. */
+export function toggleFlag(
+  on: boolean | undefined,
+  off: boolean | undefined,
+  name: string,
+  fallback: boolean,
+): boolean {
+  if (on && off) throw new UsageError(`--${name} and --no-${name} contradict each other: give one`);
+  return on ? true : off ? false : fallback;
+}
+
 /** An ISO-8601 time or epoch milliseconds, as epoch milliseconds. */
 export function timestampFlag(value: string | undefined, name: string): number | undefined {
   if (value === undefined) return undefined;

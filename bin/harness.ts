@@ -8,10 +8,20 @@ import { MskEventSourceHarness, type StartingPosition } from "../functions/local
 import { DEFAULT_HANDLER, loadHandler } from "../functions/local/lambda-runtime.ts";
 import { startProgress, summaryText } from "../functions/local/progress.ts";
 import { loadConnectionConfig, loadTopics } from "../functions/shared/config.ts";
-import { MAX_BATCH_SIZE, MAX_BATCH_WINDOW_MS } from "../functions/shared/esm.ts";
+import {
+  ESM_DEFAULTS,
+  MAX_BATCH_SIZE,
+  MAX_BATCH_WINDOW_MS,
+  MAX_FUNCTION_TIMEOUT_SECONDS,
+  MAX_RECORD_AGE_SECONDS,
+  MAX_RETRY_ATTEMPTS,
+  MIN_RECORD_AGE_SECONDS,
+} from "../functions/shared/esm.ts";
 import { connectKafka } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
-import { choiceFlag, intFlag, parseFlags, runMain, timestampFlag, UsageError, untilSignal } from "./cli.ts";
+import { choiceFlag, intFlag, parseFlags, runMain, timestampFlag, toggleFlag, UsageError, untilSignal } from "./cli.ts";
+
+const D = ESM_DEFAULTS;
 
 const USAGE = `usage: npm run harness -- --brokers HOST:PORT [flags]
   --brokers B              bootstrap servers (default: KAFKA_BROKERS; KAFKA_AUTH etc. as for the processor)
@@ -22,7 +32,19 @@ const USAGE = `usage: npm run harness -- --brokers HOST:PORT [flags]
   --starting-position P    TRIM_HORIZON (default) | LATEST | AT_TIMESTAMP, for a group without committed offsets
   --starting-timestamp T   with AT_TIMESTAMP: ISO-8601 time or epoch milliseconds
   --session-timeout-ms N   how long the group waits for a harness that died, 6000..300000 (default: 30000)
-  --handler PATH           module exporting handler (default: the processor, ${DEFAULT_HANDLER})`;
+  --handler PATH           module exporting handler (default: the processor, ${DEFAULT_HANDLER})
+Error handling, defaulting to what the CDK stack deploys (functions/shared/esm.ts):
+  --retry-attempts N       retries of a failed batch before its records are parked, -1 (infinite; 10 with an
+                           on-failure topic, as Lambda) or 0..${MAX_RETRY_ATTEMPTS} (default: ${D.retryAttempts})
+  --max-record-age-s S     records older than this are parked without an invocation, -1 (never) or
+                           ${MIN_RECORD_AGE_SECONDS}..${MAX_RECORD_AGE_SECONDS} (default: ${D.maxRecordAgeSeconds})
+  --bisect | --no-bisect   split a failed batch in two and retry each half (default: ${D.bisectBatchOnError ? "--bisect" : "--no-bisect"})
+  --on-failure-topic T     where parked records go, with esm-failure.* headers; "none": they are discarded, as
+                           Lambda skips them without a destination (default: ${D.onFailureTopic})
+  --report-batch-item-failures | --no-report-batch-item-failures
+                           honour the function's batchItemFailures; without, a returned response is a success (default:
+                           ${D.reportBatchItemFailures ? "--report-batch-item-failures" : "--no-report-batch-item-failures"}; sets PARTIAL_BATCH_RESPONSE for the processor unless set)
+  --timeout-s S            an invocation running longer fails (the function timeout), 1..${MAX_FUNCTION_TIMEOUT_SECONDS} (default: ${D.functionTimeoutSeconds})`;
 
 runMain(async () => {
   const flags = parseFlags(
@@ -37,6 +59,14 @@ runMain(async () => {
       "starting-timestamp": { type: "string" },
       "session-timeout-ms": { type: "string" },
       handler: { type: "string" },
+      "retry-attempts": { type: "string" },
+      "max-record-age-s": { type: "string" },
+      bisect: { type: "boolean" },
+      "no-bisect": { type: "boolean" },
+      "on-failure-topic": { type: "string" },
+      "report-batch-item-failures": { type: "boolean" },
+      "no-report-batch-item-failures": { type: "boolean" },
+      "timeout-s": { type: "string" },
     },
     USAGE,
   );
@@ -61,6 +91,29 @@ runMain(async () => {
   if (startingPosition === "AT_TIMESTAMP" && startingTimestamp === undefined) {
     throw new UsageError("--starting-position AT_TIMESTAMP needs --starting-timestamp");
   }
+  const retryAttempts = intFlag(flags["retry-attempts"], "retry-attempts", D.retryAttempts, -1, MAX_RETRY_ATTEMPTS);
+  const maxRecordAgeSeconds = intFlag(
+    flags["max-record-age-s"],
+    "max-record-age-s",
+    D.maxRecordAgeSeconds,
+    -1,
+    MAX_RECORD_AGE_SECONDS,
+  );
+  if (maxRecordAgeSeconds !== -1 && maxRecordAgeSeconds < MIN_RECORD_AGE_SECONDS) {
+    throw new UsageError(
+      `--max-record-age-s must be -1 or from ${MIN_RECORD_AGE_SECONDS} to ${MAX_RECORD_AGE_SECONDS}, got "${maxRecordAgeSeconds}"`,
+    );
+  }
+  const reportBatchItemFailures = toggleFlag(
+    flags["report-batch-item-failures"],
+    flags["no-report-batch-item-failures"],
+    "report-batch-item-failures",
+    D.reportBatchItemFailures,
+  );
+  const onFailureTopic = flags["on-failure-topic"] ?? D.onFailureTopic;
+  if (onFailureTopic === "") throw new UsageError('--on-failure-topic needs a topic name, or "none"');
+  // As the stack deploys the function: PARTIAL_BATCH_RESPONSE follows the mapping's ReportBatchItemFailures.
+  process.env.PARTIAL_BATCH_RESPONSE ??= String(reportBatchItemFailures);
   const handler = await loadHandler(flags.handler);
   const harness = new MskEventSourceHarness({
     kafka,
@@ -74,6 +127,13 @@ runMain(async () => {
     startingPosition,
     startingTimestamp,
     sessionTimeoutMs: intFlag(flags["session-timeout-ms"], "session-timeout-ms", 30_000, 6000, 300_000),
+    retryAttempts,
+    maxRecordAgeSeconds,
+    bisectBatchOnError: toggleFlag(flags.bisect, flags["no-bisect"], "bisect", D.bisectBatchOnError),
+    reportBatchItemFailures,
+    onFailureTopic: onFailureTopic === "none" ? null : onFailureTopic,
+    timeoutMs:
+      intFlag(flags["timeout-s"], "timeout-s", D.functionTimeoutSeconds, 1, MAX_FUNCTION_TIMEOUT_SECONDS) * 1000,
     invoke: handler.invoke,
   });
   let stopProgress = () => {};
@@ -81,6 +141,9 @@ runMain(async () => {
     stopProgress();
     console.error(summaryText(harness.stats));
   });
+  if (onFailureTopic === "none" && retryAttempts !== -1) {
+    console.error("harness: no on-failure topic: records that exhaust their retries are discarded, as Lambda does.");
+  }
   await harness.start();
   console.error(`harness: consuming ${brokers.join(",")}, running on Node.js ${process.version}; Ctrl-C stops.`);
   stopProgress = startProgress(harness.stats);

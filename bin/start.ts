@@ -41,9 +41,10 @@ import {
 import { loadHandler } from "../functions/local/lambda-runtime.ts";
 import { startProgress, summaryText } from "../functions/local/progress.ts";
 import { loadConnectionConfig, loadTopics } from "../functions/shared/config.ts";
+import { ESM_DEFAULTS } from "../functions/shared/esm.ts";
 import { connectKafka } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
-import { sizeConfigs } from "../functions/shared/topic-settings.ts";
+import { pipelineTopicSpecs } from "../functions/shared/topic-settings.ts";
 import { ensureTopics } from "../functions/shared/topics.ts";
 import { UserLoginPipelineStack } from "../lib/pipeline-stack.ts";
 import { intFlag, numberFlag, parseFlags, runMain, UsageError, untilSignal } from "./cli.ts";
@@ -265,14 +266,12 @@ runMain(async () => {
 
   // Topics: as the stack's topic setup would create them.
   const { kafka: topicsKafka } = await connect("topicSetup", "user-login-local");
-  const created = await ensureTopics(topicsKafka, [
-    { topic: topics.source, numPartitions: partitions, configs: sizeConfigs("source") },
-    { topic: topics.processed, numPartitions: partitions, configs: sizeConfigs("processed") },
-    { topic: topics.deadLetter, numPartitions: 1, configs: sizeConfigs("deadLetter") },
-  ]);
+  const created = await ensureTopics(topicsKafka, pipelineTopicSpecs(topics, partitions, ESM_DEFAULTS.onFailureTopic));
   if (created.length > 0) console.error(`created topics: ${created.join(", ")}`);
 
-  // The processor reads its connection from the environment when its module loads, as in Lambda.
+  // The processor reads its connection from the environment when its module loads, as in Lambda; partial batch
+  // responses on, as the stack deploys the function with the event source mapping's ReportBatchItemFailures.
+  process.env.PARTIAL_BATCH_RESPONSE ??= String(ESM_DEFAULTS.reportBatchItemFailures);
   if (flags["enforce-iam"]) {
     for (const [name, value] of Object.entries(envOf("processor"))) {
       if (value === undefined) delete process.env[name];
@@ -290,6 +289,7 @@ runMain(async () => {
     eventSourceArn: eventSourceArn ?? loadConnectionConfig(envOf("processor")).clusterArn,
     batchSize,
     batchWindowMs,
+    // Retries, bisect, record age, partial batch responses, timeout and on-failure topic: as deployed (ESM_DEFAULTS).
     invoke: handler.invoke,
   });
   await harness.start();

@@ -113,7 +113,7 @@ export class UserLoginPipelineStack extends Stack {
     const groupId = p.consumerGroupId ?? "user-login-processor";
     if (!/^[a-zA-Z0-9._-]{1,200}$/.test(groupId))
       throw new PropsError(`processor.consumerGroupId "${groupId}" is not a valid group id`);
-    const timeout = p.timeout ?? Duration.minutes(2);
+    const timeout = p.timeout ?? Duration.seconds(ESM_DEFAULTS.functionTimeoutSeconds);
     const topics = resolveTopics(props.topics);
 
     // Network: private subnets in two AZs with interface endpoints (no NAT gateway, no route to the internet).

@@ -296,7 +296,7 @@ export interface ProcessorCounters {
 
 export interface ScheduleResult {
   readonly plan: ChaosPlan;
-  readonly topics: { source: string; processed: string; deadLetter: string };
+  readonly topics: { source: string; processed: string; deadLetter: string; esmFailures: string };
   readonly accounting: Accounting;
   readonly generator: RunSummary;
   readonly firings: FaultFiring[];
@@ -310,7 +310,13 @@ export interface ScheduleResult {
   /** Broker-side faults this schedule applied. */
   readonly broker: { alterations: number; recreations: number; snapshotRecords: number };
   readonly processor: ProcessorCounters;
-  readonly harness: { invocations: number; failedInvocations: number; recordsDelivered: number };
+  readonly harness: {
+    invocations: number;
+    failedInvocations: number;
+    recordsDelivered: number;
+    parked: number;
+    timedOut: number;
+  };
   /** ms from the generator's start until the group's lag was zero after the faults, or undefined if it never was. */
   readonly settledMs: number | undefined;
   readonly elapsedMs: number;
@@ -578,7 +584,12 @@ export async function runSchedule(plan: ChaosPlan, env: ChaosEnvironment): Promi
   const { proxy } = env;
   const log = env.log ?? (() => {});
   const id = `${plan.seed}-${randomUUID().slice(0, 8)}`;
-  const topics = { source: `chaos-${id}`, processed: `chaos-processed-${id}`, deadLetter: `chaos-dlq-${id}` };
+  const topics = {
+    source: `chaos-${id}`,
+    processed: `chaos-processed-${id}`,
+    deadLetter: `chaos-dlq-${id}`,
+    esmFailures: `chaos-esm-failures-${id}`,
+  };
   const groupId = `chaos-${id}`;
   const direct = createKafka({ brokers: env.brokers.split(","), clientId: `chaos-${plan.seed}-direct`, retries: 5 });
   const admin = direct.admin();
@@ -621,6 +632,7 @@ export async function runSchedule(plan: ChaosPlan, env: ChaosEnvironment): Promi
       { topic: topics.source, numPartitions: 3, configs: sizeConfigs("source") },
       { topic: topics.processed, numPartitions: 3, configs: sizeConfigs("processed") },
       { topic: topics.deadLetter, numPartitions: 1, configs: sizeConfigs("deadLetter") },
+      { topic: topics.esmFailures, numPartitions: 1, configs: sizeConfigs("esmFailure") },
     ]);
 
     // The processor: the real handler, the container's sender (or the same assembly with a short requestTimeout).
@@ -664,6 +676,8 @@ export async function runSchedule(plan: ChaosPlan, env: ChaosEnvironment): Promi
       bootstrapServers: env.proxiedBrokers,
       topic: topics.source,
       groupId,
+      // The deployed error handling (retries, bisect, record age), parking on this run's own failure topic.
+      onFailureTopic: topics.esmFailures,
       ...plan.harness,
       invoke,
     });
@@ -854,6 +868,8 @@ export async function runSchedule(plan: ChaosPlan, env: ChaosEnvironment): Promi
         invocations: harness?.stats.invocations ?? 0,
         failedInvocations: harness?.stats.failedInvocations ?? 0,
         recordsDelivered: harness?.stats.recordsDelivered ?? 0,
+        parked: harness?.stats.parked ?? 0,
+        timedOut: harness?.stats.timedOut ?? 0,
       },
       settledMs,
       elapsedMs: Date.now() - started,

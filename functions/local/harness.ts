@@ -2,18 +2,73 @@
  * A local emulator of Lambda's Amazon MSK event source mapping (ESM): a consumer group polls the source topic,
  * builds batches of up to `batchSize` records or 6 MB (records of several partitions may share a batch), waiting at
  * most `batchWindowMs`; builds the exact event Lambda sends; invokes the handler in-process; commits offsets only
- * after success, and retries a failed batch, from the first failed offset of each partition named in a partial
- * batch response, or whole when the handler throws. Each partition is processed in order, one batch at a time.
+ * after success. Each partition is processed in order, one batch at a time.
+ *
+ * Error handling as the deployed ESM is configured (defaults: functions/shared/esm.ts ESM_DEFAULTS, the values the
+ * stack deploys), after the Lambda Developer Guide's "Configuring error handling controls for Kafka event sources"
+ * (kafka-retry-configurations.md) and "Using a Kafka topic as an on-failure destination"
+ * (kafka-on-failure-destination.md):
+ * - a function error (it throws, returns a malformed partial batch response, or outlives `timeoutMs`) fails the
+ *   partition's share of the batch; with `bisectBatchOnError` a failed share of 2+ records is split in two and each
+ *   half retried separately;
+ * - a partial batch response (`batchItemFailures`, honoured only with `reportBatchItemFailures`; otherwise a returned
+ *   value is a success, as in Lambda) commits up to the first failed offset and retries from there;
+ * - after `retryAttempts` retries, or once a record is older than `maxRecordAgeSeconds`, the records are written to
+ *   `onFailureTopic` (the actual records: key, value, headers, timestamp, plus `esm-failure.*` headers) and committed
+ *   past; without a failure topic they are discarded (committed past, counted, logged), as Lambda skips them.
+ *
+ * Rebalances: when the group rebalances (a heartbeat answers REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION or
+ * UNKNOWN_MEMBER_ID), no new invocation starts, shares waiting for an invocation are withdrawn, the invocation in
+ * flight finishes and commits; only when every partition's loop has stopped does the consumer rejoin (the error is
+ * rethrown to kafkajs's runner, which rejoins: node_modules/kafkajs/src/consumer/runner.js scheduleFetchManager). A
+ * partition is invoked only while the last assignment (kafkajs's GROUP_JOIN event) holds it. The rebalance timeout
+ * exceeds the invocation timeout, so the group waits for the in-flight invocation rather than evicting this member.
  */
-import type { Admin, Consumer, EachBatchPayload, Kafka } from "kafkajs";
+import {
+  type Admin,
+  CompressionTypes,
+  type Consumer,
+  type EachBatchPayload,
+  type IHeaders,
+  type Kafka,
+  type KafkaMessage,
+  type Producer,
+} from "kafkajs";
 import type { MskEvent, MskRecord } from "../core/msk.ts";
-import { MAX_BATCH_SIZE, MAX_BATCH_WINDOW_MS, MAX_PAYLOAD_BYTES } from "../shared/esm.ts";
+import {
+  ESM_DEFAULTS,
+  MAX_BATCH_SIZE,
+  MAX_BATCH_WINDOW_MS,
+  MAX_FUNCTION_TIMEOUT_SECONDS,
+  MAX_PAYLOAD_BYTES,
+  MAX_RECORD_AGE_SECONDS,
+  MAX_RETRY_ATTEMPTS,
+  MIN_RECORD_AGE_SECONDS,
+  RETRIES_WITH_DESTINATION,
+} from "../shared/esm.ts";
+import { createProducer, fetchedHeaders } from "../shared/kafka.ts";
+import { log } from "../shared/log.ts";
 import { buildMskEvent, mskRecordBytes, toMskRecord } from "./msk-event.ts";
 
 export type StartingPosition = "TRIM_HORIZON" | "LATEST" | "AT_TIMESTAMP";
 
 /** Lambda's limits for the Kafka ESM (functions/shared/esm.ts), re-exported for existing callers. */
 export { MAX_BATCH_SIZE, MAX_BATCH_WINDOW_MS, MAX_PAYLOAD_BYTES };
+
+/** Headers the harness adds to a record it parks on the on-failure topic (the record's own headers come first). */
+export const FAILURE_HEADER = {
+  /** RetryAttemptsExhausted | RecordAgeExceeded */
+  reason: "esm-failure.reason",
+  /** The last function error (its message, at most 1,000 characters), absent for RecordAgeExceeded without one. */
+  error: "esm-failure.error",
+  topic: "esm-failure.topic",
+  partition: "esm-failure.partition",
+  offset: "esm-failure.offset",
+  /** Invocations that included the record. */
+  attempts: "esm-failure.attempts",
+} as const;
+
+export type ParkReason = "RetryAttemptsExhausted" | "RecordAgeExceeded";
 
 export interface HarnessOptions {
   readonly kafka: Kafka;
@@ -40,17 +95,42 @@ export interface HarnessOptions {
   readonly maxRetryBackoffMs?: number;
   /** How long the group waits for a member that stopped answering (6000..300000). @default 30000 */
   readonly sessionTimeoutMs?: number;
-  /** The function: gets the event, returns its response or throws. */
-  readonly invoke: (event: MskEvent) => Promise<unknown>;
+  /** Retries of a failed share before it is parked, -1 (infinite; 10 with a failure topic) or 0..10,000. @default 10 */
+  readonly retryAttempts?: number;
+  /** Records older than this are parked without an invocation, -1 (never) or 60..604,800. @default 86400 */
+  readonly maxRecordAgeSeconds?: number;
+  /** @default true */
+  readonly bisectBatchOnError?: boolean;
+  /** Honour `batchItemFailures` in the function's response. @default true */
+  readonly reportBatchItemFailures?: boolean;
+  /** The on-failure destination topic (must exist); null: none. @default "user-login-esm-failures" */
+  readonly onFailureTopic?: string | null;
+  /** An invocation still running after this long is a failure (Lambda's function timeout). @default 120000 */
+  readonly timeoutMs?: number;
+  /** The function: gets the event and its timeout, returns its response or throws. */
+  readonly invoke: (event: MskEvent, timeoutMs: number) => Promise<unknown>;
 }
 
 export interface HarnessStats {
   invocations: number;
   failedInvocations: number;
+  /** Invocations that outlived the timeout (counted in failedInvocations too). */
+  timedOut: number;
   /** Records delivered to the function, redeliveries included. */
   recordsDelivered: number;
   /** Records whose offsets were committed. */
   recordsCommitted: number;
+  /** Shares of a failed batch split in two (bisect on error). */
+  bisections: number;
+  /** Records written to the on-failure topic, by reason. */
+  parked: number;
+  parkedByReason: Partial<Record<ParkReason, number>>;
+  /** Records committed past without a failure topic to park them on (Lambda skips them likewise). */
+  discarded: number;
+  /** Group rebalances this harness took part in after its first assignment. */
+  rebalances: number;
+  /** Records withdrawn from a batch before its invocation because their partition was being revoked. */
+  withdrawn: number;
   /** From the handler's summaries, when it returns one. */
   processed: number;
   deadLettered: number;
@@ -60,6 +140,29 @@ export interface HarnessStats {
   lagByPartition: Record<string, number>;
   /** End-to-end ages (invocation time minus Kafka timestamp) of recently delivered records, newest last. */
   recentAgesMs: number[];
+}
+
+/** Stats at zero. */
+export function newHarnessStats(): HarnessStats {
+  return {
+    invocations: 0,
+    failedInvocations: 0,
+    timedOut: 0,
+    recordsDelivered: 0,
+    recordsCommitted: 0,
+    bisections: 0,
+    parked: 0,
+    parkedByReason: {},
+    discarded: 0,
+    rebalances: 0,
+    withdrawn: 0,
+    processed: 0,
+    deadLettered: 0,
+    deadLetteredByCode: {},
+    lag: 0,
+    lagByPartition: {},
+    recentAgesMs: [],
+  };
 }
 
 /** How many recent ages the stats keep for percentiles. */
@@ -80,7 +183,12 @@ function checkRange(name: string, value: number, min: number, max: number): numb
 }
 
 /** What happened to one partition's share of a batch. */
-type Outcome = { ok: true } | { ok: false; failedOffset: number; error: string };
+type Outcome =
+  | { kind: "ok" }
+  | { kind: "partial"; failedOffset: number }
+  | { kind: "error"; error: string }
+  /** Not invoked: the partition is being revoked. */
+  | { kind: "withdrawn" };
 
 interface Share {
   readonly id: string;
@@ -88,7 +196,23 @@ interface Share {
   readonly settle: (outcome: Outcome) => void;
 }
 
+/** A run of a partition's fetched records still to deliver, with the invocations that already failed it. */
+interface Segment {
+  from: number;
+  readonly to: number;
+  readonly attempts: number;
+  readonly error?: string;
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Group-coordinator answers that mean this member's assignment is over (kafkajs's isRebalancing, and a lost member). */
+const REVOKING = new Set([
+  "REBALANCE_IN_PROGRESS",
+  "ILLEGAL_GENERATION",
+  "NOT_COORDINATOR_FOR_GROUP",
+  "UNKNOWN_MEMBER_ID",
+]);
 
 /** Reads Lambda's Kafka partial batch response: partition id -> first failed offset. */
 function failedOffsets(response: unknown): Map<string, number> | "invalid" {
@@ -107,32 +231,59 @@ function failedOffsets(response: unknown): Map<string, number> | "invalid" {
   return failures;
 }
 
+/** The record as it came, with the failure metadata: what the on-failure topic receives. */
+function parkedMessage(
+  message: KafkaMessage,
+  source: { topic: string; partition: number },
+  reason: ParkReason,
+  attempts: number,
+  error: string | undefined,
+): { key: Buffer | null; value: Buffer | null; timestamp: string; headers: IHeaders } {
+  const headers = Object.create(null) as Record<string, (Buffer | null)[]>;
+  const ours = new Set<string>(Object.values(FAILURE_HEADER));
+  for (const [name, value] of fetchedHeaders(message.headers)) {
+    if (ours.has(name)) continue; // a record parked before: its old failure headers are replaced
+    if (!Object.hasOwn(headers, name)) Object.defineProperty(headers, name, { value: [], enumerable: true });
+    (headers[name] as (Buffer | null)[]).push(value);
+  }
+  const add = (name: string, text: string) =>
+    Object.defineProperty(headers, name, { value: [Buffer.from(text)], enumerable: true });
+  add(FAILURE_HEADER.reason, reason);
+  if (error) add(FAILURE_HEADER.error, error.slice(0, 1000));
+  add(FAILURE_HEADER.topic, source.topic);
+  add(FAILURE_HEADER.partition, String(source.partition));
+  add(FAILURE_HEADER.offset, message.offset);
+  add(FAILURE_HEADER.attempts, String(attempts));
+  return { key: message.key, value: message.value, timestamp: message.timestamp, headers: headers as IHeaders };
+}
+
 export class MskEventSourceHarness {
-  readonly stats: HarnessStats = {
-    invocations: 0,
-    failedInvocations: 0,
-    recordsDelivered: 0,
-    recordsCommitted: 0,
-    processed: 0,
-    deadLettered: 0,
-    deadLetteredByCode: {},
-    lag: 0,
-    lagByPartition: {},
-    recentAgesMs: [],
-  };
+  readonly stats: HarnessStats = newHarnessStats();
   private readonly groupId: string;
   private readonly batchSize: number;
   private readonly batchWindowMs: number;
   private readonly maxBatchBytes: number;
+  private readonly retryLimit: number;
+  private readonly maxRecordAgeMs: number;
+  private readonly timeoutMs: number;
+  private readonly failureTopic: string | null;
   private consumer: Consumer | undefined;
+  private failureProducer: Producer | undefined;
   private open: Share[] = [];
   private openCount = 0;
   private openBytes = 0;
   private timer: NodeJS.Timeout | undefined;
   private invocations: Promise<void> = Promise.resolve();
-  private readonly attempts = new Map<string, number>();
+  /** Invocations that timed out but have not returned yet. */
+  private readonly lingering = new Set<Promise<unknown>>();
   private readonly highWatermarks = new Map<string, number>();
   private readonly committed = new Map<string, number>();
+  /** Partitions ("topic-partition") of the current assignment; undefined before the first. */
+  private assignment: Set<string> | undefined;
+  /** Set when the group is rebalancing: the error to hand kafkajs once every partition's loop has stopped. */
+  private revoked: Error | undefined;
+  /** eachBatch calls still delivering (not yet stopped for a rebalance). */
+  private delivering = 0;
 
   constructor(private readonly options: HarnessOptions) {
     this.groupId = options.groupId ?? "user-login-processor";
@@ -143,6 +294,25 @@ export class MskEventSourceHarness {
     if (options.startingPosition === "AT_TIMESTAMP" && options.startingTimestamp === undefined) {
       throw new HarnessOptionError("starting position AT_TIMESTAMP needs a starting timestamp");
     }
+    this.failureTopic = options.onFailureTopic === undefined ? ESM_DEFAULTS.onFailureTopic : options.onFailureTopic;
+    if (this.failureTopic === options.topic) {
+      // Lambda refuses it too: "Recursion prevention" (kafka-on-failure-destination.md).
+      throw new HarnessOptionError(`the on-failure topic must not be the source topic "${options.topic}"`);
+    }
+    const retries = options.retryAttempts ?? ESM_DEFAULTS.retryAttempts;
+    if (retries !== -1) checkRange("retry attempts (-1 for infinite)", retries, 0, MAX_RETRY_ATTEMPTS);
+    this.retryLimit =
+      retries === -1 ? (this.failureTopic ? RETRIES_WITH_DESTINATION : Number.POSITIVE_INFINITY) : retries;
+    const age = options.maxRecordAgeSeconds ?? ESM_DEFAULTS.maxRecordAgeSeconds;
+    if (age !== -1)
+      checkRange("maximum record age (s, -1 for none)", age, MIN_RECORD_AGE_SECONDS, MAX_RECORD_AGE_SECONDS);
+    this.maxRecordAgeMs = age === -1 ? Number.POSITIVE_INFINITY : age * 1000;
+    this.timeoutMs = checkRange(
+      "timeout (ms)",
+      options.timeoutMs ?? ESM_DEFAULTS.functionTimeoutSeconds * 1000,
+      1,
+      MAX_FUNCTION_TIMEOUT_SECONDS * 1000,
+    );
   }
 
   /** Joins the consumer group and starts polling; resolves once the first fetch has returned. */
@@ -152,22 +322,44 @@ export class MskEventSourceHarness {
     const admin = kafka.admin();
     await admin.connect();
     try {
-      if (!(await admin.listTopics()).includes(topic)) {
+      const existing = await admin.listTopics();
+      if (!existing.includes(topic)) {
         throw new HarnessOptionError(`topic "${topic}" does not exist on ${this.options.bootstrapServers}`);
+      }
+      if (this.failureTopic && !existing.includes(this.failureTopic)) {
+        throw new HarnessOptionError(
+          `the on-failure topic "${this.failureTopic}" does not exist on ${this.options.bootstrapServers}: ` +
+            "create it (npm run topics -- --create), name another with --on-failure-topic, or pass --on-failure-topic none",
+        );
       }
       if (position === "AT_TIMESTAMP") await this.seekToTimestamp(admin);
     } finally {
       await admin.disconnect();
     }
+    if (this.failureTopic) {
+      this.failureProducer = createProducer(kafka);
+      await this.failureProducer.connect();
+    }
     const consumer = kafka.consumer({
       groupId: this.groupId,
       sessionTimeout: this.options.sessionTimeoutMs ?? 30_000,
+      // Long enough for the invocation in flight to finish and commit before this member must rejoin.
+      rebalanceTimeout: Math.max(60_000, this.timeoutMs + 30_000),
       maxWaitTimeInMs: Math.max(10, Math.min(this.batchWindowMs, 5000)),
       // Enough per fetch to fill a 6 MB event: a batch never waits on a second fetch (each fetch's shares are in flight).
       maxBytesPerPartition: this.maxBatchBytes,
       maxBytes: 2 * this.maxBatchBytes,
     });
     this.consumer = consumer;
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+      if (this.assignment !== undefined) this.stats.rebalances++;
+      const assigned = new Set<string>();
+      for (const [t, partitions] of Object.entries(payload.memberAssignment)) {
+        for (const p of partitions) assigned.add(`${t}-${p}`);
+      }
+      this.assignment = assigned;
+      this.revoked = undefined;
+    });
     // Ready once the group is joined and a first fetch came back: positions (e.g. LATEST) are resolved by then.
     const firstFetch = new Promise<void>((resolve) => {
       const remove = consumer.on(consumer.events.FETCH, () => {
@@ -200,6 +392,10 @@ export class MskEventSourceHarness {
     await stopping;
     await this.invocations;
     await consumer.disconnect();
+    // A timed-out invocation may still be writing: give it a moment before the caller closes the function's clients.
+    await Promise.race([Promise.allSettled([...this.lingering]), sleep(5000)]);
+    await this.failureProducer?.disconnect();
+    this.failureProducer = undefined;
   }
 
   private async seekToTimestamp(admin: Admin): Promise<void> {
@@ -211,53 +407,201 @@ export class MskEventSourceHarness {
     await admin.setOffsets({ groupId: this.groupId, topic, partitions: offsets });
   }
 
+  /** Notes a heartbeat's answer: a rebalance stops new invocations and withdraws waiting shares. */
+  private noteGroupError(error: unknown): void {
+    const type = (error as { type?: string })?.type;
+    if (!type || !REVOKING.has(type) || this.revoked) return;
+    this.revoked = error as Error;
+    const withdrawn = this.open;
+    this.open = [];
+    this.openCount = 0;
+    this.openBytes = 0;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const share of withdrawn) {
+      this.stats.withdrawn += share.records.length;
+      share.settle({ kind: "withdrawn" });
+    }
+  }
+
   private async eachBatch(payload: EachBatchPayload): Promise<void> {
-    const { batch, resolveOffset, heartbeat, isRunning, isStale } = payload;
-    // Commits through the batch's own handle, which also works while the consumer is stopping.
+    const { batch, resolveOffset, isRunning, isStale } = payload;
+    const { topic, partition } = batch;
+    const id = `${topic}-${partition}`;
+    const heartbeat = () => payload.heartbeat().catch((error) => this.noteGroupError(error));
+    const mayDeliver = () =>
+      isRunning() && !isStale() && !this.revoked && (this.assignment === undefined || this.assignment.has(id));
+    // Commits through the batch's own handle, which also works while the consumer is stopping or the group rebalances.
     const commit = async (nextOffset: number, count: number) => {
       resolveOffset(String(nextOffset - 1));
       await payload.commitOffsetsIfNecessary({
-        topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: String(nextOffset) }] }],
+        topics: [{ topic, partitions: [{ partition, offset: String(nextOffset) }] }],
       });
       this.committed.set(id, nextOffset);
       this.stats.recordsCommitted += count;
       this.updateLag();
     };
-    const { topic, partition } = batch;
-    const id = `${topic}-${partition}`;
+    /** Waits `ms`, heartbeating; false when the wait was cut short by a stop or a rebalance. */
+    const pause = async (ms: number) => {
+      const until = Date.now() + ms;
+      let beat = Date.now();
+      while (Date.now() < until && mayDeliver()) {
+        await sleep(Math.min(250, until - Date.now()));
+        if (Date.now() - beat >= 3000) {
+          beat = Date.now();
+          await heartbeat();
+        }
+      }
+      return mayDeliver();
+    };
     this.highWatermarks.set(id, Number(batch.highWatermark));
     this.updateLag();
-    const records = batch.messages.map((message) => toMskRecord(topic, partition, message));
-    let next = 0;
-    while (next < records.length && isRunning() && !isStale()) {
-      const { accepted, outcome } = this.submit(id, records.slice(next));
-      const beat = setInterval(() => void heartbeat().catch(() => {}), 3000);
-      const result = await outcome.finally(() => clearInterval(beat));
-      const first = records[next] as MskRecord;
-      const last = records[next + accepted - 1] as MskRecord;
-      if (result.ok) {
-        await commit(last.offset + 1, accepted);
-        this.attempts.delete(id);
-        next += accepted;
-        continue;
+    const messages = batch.messages;
+    const records = messages.map((message) => toMskRecord(topic, partition, message));
+    const isExpired = (i: number) => Date.now() - (records[i] as MskRecord).timestamp > this.maxRecordAgeMs;
+    /** Writes records [from, to) to the failure topic (or discards them) and commits past them. */
+    const park = async (from: number, to: number, reason: ParkReason, attempts: number, error?: string) => {
+      const parked = messages
+        .slice(from, to)
+        .map((m) => parkedMessage(m, { topic, partition }, reason, attempts, error));
+      if (!(await this.writeFailures(parked, pause))) return false;
+      if (this.failureTopic) {
+        this.stats.parked += to - from;
+        this.stats.parkedByReason[reason] = (this.stats.parkedByReason[reason] ?? 0) + (to - from);
+      } else {
+        this.stats.discarded += to - from;
       }
-      // Commit what succeeded before the failed offset, then let the consumer fetch again from there after a pause.
-      const failed = Math.min(Math.max(result.failedOffset, first.offset), last.offset + 1);
-      if (failed > first.offset) {
-        await commit(failed, failed - first.offset);
+      log(
+        "ERROR",
+        this.failureTopic ? "records parked on the on-failure topic" : "records discarded (no on-failure topic)",
+        {
+          partition: id,
+          offsets: `${messages[from]?.offset}..${messages[to - 1]?.offset}`,
+          reason,
+          attempts,
+          failureTopic: this.failureTopic,
+        },
+      );
+      await commit(Number(messages[to - 1]?.offset) + 1, to - from);
+      return true;
+    };
+
+    this.delivering++;
+    let stillDelivering = true;
+    try {
+      const pending: Segment[] = [{ from: 0, to: records.length, attempts: 0 }];
+      while (pending.length > 0 && mayDeliver()) {
+        const segment = pending[0] as Segment;
+        if (segment.from >= segment.to) {
+          pending.shift();
+          continue;
+        }
+        // Records past the maximum age go to the failure topic without an invocation.
+        let expired = 0;
+        while (segment.from + expired < segment.to && isExpired(segment.from + expired)) expired++;
+        if (expired > 0) {
+          const from = segment.from;
+          if (!(await park(from, from + expired, "RecordAgeExceeded", segment.attempts, segment.error))) break;
+          segment.from += expired;
+          continue;
+        }
+        let end = segment.from + 1;
+        while (end < segment.to && !isExpired(end)) end++;
+        const { accepted, outcome } = this.submit(id, records.slice(segment.from, end));
+        const beat = setInterval(() => void heartbeat(), 3000);
+        const result = await outcome.finally(() => clearInterval(beat));
+        if (result.kind === "withdrawn") break;
+        const start = segment.from;
+        const last = start + accepted - 1;
+        if (result.kind === "ok") {
+          await commit((records[last] as MskRecord).offset + 1, accepted);
+          segment.from += accepted;
+          continue;
+        }
+        // The first failed record: from the partial batch response, or the share's first on a function error.
+        let failed = start;
+        if (result.kind === "partial") {
+          while (failed <= last && (records[failed] as MskRecord).offset < result.failedOffset) failed++;
+          if (failed > start) await commit((records[failed - 1] as MskRecord).offset + 1, failed - start);
+          if (failed > last) {
+            segment.from += accepted;
+            continue;
+          }
+        }
+        const attempts = segment.attempts + 1;
+        const error = result.kind === "error" ? result.error : "partial batch failure";
+        const rest: Segment = { from: last + 1, to: segment.to, attempts: segment.attempts, error: segment.error };
+        if (attempts > this.retryLimit) {
+          if (!(await park(failed, last + 1, "RetryAttemptsExhausted", attempts, error))) break;
+          pending.splice(0, 1, rest);
+          continue;
+        }
+        const retry: Segment[] = [];
+        if (result.kind === "error" && this.options.bisectBatchOnError !== false && last + 1 - failed > 1) {
+          const middle = failed + Math.ceil((last + 1 - failed) / 2);
+          retry.push({ from: failed, to: middle, attempts, error }, { from: middle, to: last + 1, attempts, error });
+          this.stats.bisections++;
+        } else {
+          retry.push({ from: failed, to: last + 1, attempts, error });
+        }
+        pending.splice(0, 1, ...retry, rest);
+        const base = this.options.retryBackoffMs ?? 500;
+        if (!(await pause(Math.min(base * 2 ** (attempts - 1), this.options.maxRetryBackoffMs ?? 10_000)))) break;
       }
-      if (failed > last.offset) {
-        next += accepted;
-        continue;
+      if (this.revoked) {
+        // This partition's loop has stopped; kafkajs may rejoin once every other one has too.
+        this.delivering--;
+        stillDelivering = false;
+        while (this.delivering > 0) await sleep(50);
+        if (this.revoked) throw this.revoked;
       }
-      const attempt = (this.attempts.get(id) ?? 0) + 1;
-      this.attempts.set(id, attempt);
-      const base = this.options.retryBackoffMs ?? 500;
-      const delay = Math.min(base * 2 ** (attempt - 1), this.options.maxRetryBackoffMs ?? 10_000);
-      for (let waited = 0; waited < delay && isRunning(); waited += 250) await sleep(Math.min(250, delay - waited));
-      await heartbeat().catch(() => {});
-      return;
+    } finally {
+      if (stillDelivering) this.delivering--;
     }
+  }
+
+  /**
+   * Writes parked records to the failure topic (nothing without one), in requests that stay under its
+   * max.message.bytes (2 MiB, functions/shared/topic-settings.ts); a record that is alone too large is sent
+   * gzip-compressed, as the processor's sender does. Retries until written; false if stopped or revoked first.
+   */
+  private async writeFailures(
+    messages: ReturnType<typeof parkedMessage>[],
+    pause: (ms: number) => Promise<boolean>,
+  ): Promise<boolean> {
+    const producer = this.failureProducer;
+    const topic = this.failureTopic;
+    if (!producer || !topic) return true;
+    const size = (m: (typeof messages)[number]) =>
+      (m.key?.length ?? 0) + (m.value?.length ?? 0) + JSON.stringify(m.headers).length + 64;
+    let i = 0;
+    let attempt = 0;
+    while (i < messages.length) {
+      let end = i + 1;
+      let bytes = size(messages[i] as (typeof messages)[number]);
+      while (end < messages.length && bytes + size(messages[end] as (typeof messages)[number]) < 512 * 1024) {
+        bytes += size(messages[end] as (typeof messages)[number]);
+        end++;
+      }
+      try {
+        await producer.send({
+          topic,
+          acks: -1,
+          messages: messages.slice(i, end),
+          ...(bytes > 512 * 1024 ? { compression: CompressionTypes.GZIP } : {}),
+        });
+        i = end;
+        attempt = 0;
+      } catch (error) {
+        attempt++;
+        log("ERROR", "writing to the on-failure topic failed; retrying", {
+          failureTopic: topic,
+          error: error instanceof Error ? error.message : String(error),
+        });
+        if (!(await pause(Math.min(500 * 2 ** (attempt - 1), 10_000)))) return false;
+      }
+    }
+    return true;
   }
 
   private updateLag(): void {
@@ -309,7 +653,34 @@ export class MskEventSourceHarness {
     if (shares.length > 0) this.invocations = this.invocations.then(() => this.invokeBatch(shares));
   }
 
+  /** Calls the function; an error, a rejection or the timeout passing first is a function error. */
+  private async call(event: MskEvent): Promise<{ response: unknown } | { error: string; timedOut?: boolean }> {
+    let timer: NodeJS.Timeout | undefined;
+    const invocation = this.options.invoke(event, this.timeoutMs).then(
+      (response) => ({ response }),
+      (thrown: unknown) => ({ error: thrown instanceof Error ? thrown.message : String(thrown) }),
+    );
+    const timeout = new Promise<{ error: string; timedOut: true }>((resolve) => {
+      timer = setTimeout(
+        () => resolve({ error: `Task timed out after ${(this.timeoutMs / 1000).toFixed(2)} seconds`, timedOut: true }),
+        this.timeoutMs,
+      );
+    });
+    const result = await Promise.race([invocation, timeout]).finally(() => clearTimeout(timer));
+    if ("timedOut" in result) {
+      // Lambda would stop the function here; in-process it runs on, and whatever it writes later is a duplicate.
+      this.lingering.add(invocation);
+      void invocation.finally(() => this.lingering.delete(invocation));
+    }
+    return result;
+  }
+
   private async invokeBatch(shares: Share[]): Promise<void> {
+    if (this.revoked) {
+      this.stats.withdrawn += shares.reduce((n, share) => n + share.records.length, 0);
+      for (const share of shares) share.settle({ kind: "withdrawn" });
+      return;
+    }
     const groups = new Map<string, MskRecord[]>();
     for (const share of shares) groups.set(share.id, [...(groups.get(share.id) ?? []), ...share.records]);
     const event = buildMskEvent(groups, {
@@ -328,26 +699,25 @@ export class MskEventSourceHarness {
       this.stats.recentAgesMs.splice(0, this.stats.recentAgesMs.length - AGE_WINDOW);
     this.stats.invocations++;
     this.stats.recordsDelivered += size;
-    let failures: Map<string, number> | "invalid";
+    const result = await this.call(event);
+    let failures: Map<string, number> | "invalid" = "invalid";
     let error = "";
-    try {
-      const response = await this.options.invoke(event);
-      failures = failedOffsets(response);
+    if ("error" in result) {
+      error = result.error;
+      if (result.timedOut) this.stats.timedOut++;
+    } else {
+      failures = failedOffsets(result.response);
+      // Without ReportBatchItemFailures Lambda does not read the response: whatever it returns is a success.
+      if (this.options.reportBatchItemFailures === false) failures = new Map();
       if (failures === "invalid") error = "the function returned a malformed batchItemFailures list";
-      else this.countSummary(response, failures.size === 0);
-    } catch (thrown) {
-      failures = "invalid";
-      error = thrown instanceof Error ? thrown.message : String(thrown);
+      else this.countSummary(result.response, failures.size === 0);
     }
     if (failures === "invalid" || failures.size > 0) this.stats.failedInvocations++;
     for (const share of shares) {
-      const first = (share.records[0] as MskRecord).offset;
-      if (failures === "invalid") share.settle({ ok: false, failedOffset: first, error });
+      if (failures === "invalid") share.settle({ kind: "error", error });
       else {
         const failedOffset = failures.get(share.id);
-        share.settle(
-          failedOffset === undefined ? { ok: true } : { ok: false, failedOffset, error: "partial batch failure" },
-        );
+        share.settle(failedOffset === undefined ? { kind: "ok" } : { kind: "partial", failedOffset });
       }
     }
   }

@@ -10,7 +10,8 @@ import type { MskEvent } from "../core/msk.ts";
 type LambdaHandler = (event: unknown, context: Context) => Promise<unknown>;
 
 export interface LoadedHandler {
-  readonly invoke: (event: MskEvent) => Promise<unknown>;
+  /** Calls the handler with a Lambda context whose remaining time starts at `timeoutMs` (default 60 s). */
+  readonly invoke: (event: MskEvent, timeoutMs?: number) => Promise<unknown>;
   /** Disconnects the handler's container-wide clients, if it exports closeProducer(). */
   readonly close: () => Promise<void>;
 }
@@ -44,7 +45,7 @@ export async function loadHandler(modulePath: string = DEFAULT_HANDLER): Promise
   const handler = module.handler;
   if (typeof handler !== "function") throw new Error(`${modulePath} does not export a function named "handler"`);
   return {
-    invoke: (event) => handler(event, lambdaContext()),
+    invoke: (event, timeoutMs) => handler(event, lambdaContext(undefined, timeoutMs)),
     close: async () => {
       await module.closeProducer?.();
     },

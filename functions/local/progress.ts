@@ -29,6 +29,8 @@ export function progressLine(stats: HarnessStats, recordsPerSecond: number, gene
     p50 === undefined ? undefined : `age p50 ${p50} ms p99 ${p99} ms`,
     `${recordsPerSecond.toFixed(0)} rec/s`,
     stats.failedInvocations > 0 ? `failed invocations ${stats.failedInvocations}` : undefined,
+    stats.parked > 0 ? `parked ${stats.parked}` : undefined,
+    stats.discarded > 0 ? `discarded ${stats.discarded}` : undefined,
   ]
     .filter((part) => part !== undefined)
     .join(" | ");
@@ -62,10 +64,12 @@ export function startProgress(stats: HarnessStats, generated?: () => number): ()
 export function summaryText(stats: HarnessStats): string {
   return [
     "summary:",
-    `  invocations        ${stats.invocations} (${stats.failedInvocations} failed and retried)`,
+    `  invocations        ${stats.invocations} (${stats.failedInvocations} failed)`,
     `  records committed  ${stats.recordsCommitted} (delivered ${stats.recordsDelivered}, redeliveries included)`,
     `  processed          ${stats.processed}`,
     `  dead-lettered      ${stats.deadLettered} ${JSON.stringify(stats.deadLetteredByCode)}`,
     `  lag                ${stats.lag}`,
+    `  esm failures       ${stats.timedOut} timed out, ${stats.bisections} bisections, ${stats.parked} parked ${JSON.stringify(stats.parkedByReason)}, ${stats.discarded} discarded`,
+    `  rebalances         ${stats.rebalances} (${stats.withdrawn} records withdrawn before invocation)`,
   ].join("\n");
 }

@@ -29,3 +29,20 @@ export function sizeConfigs(role: "source" | "processed" | "deadLetter" | "esmFa
 }
 
 export { DEFAULT_TOPICS };
+
+/**
+ * The topics a local pipeline needs, with their limits: source and processed with `partitions`, the DLQ and the ESM's
+ * on-failure topic (unless null) with one partition. For `npm start`, `npm run topics -- --create`, soak and tests.
+ */
+export function pipelineTopicSpecs(
+  topics: { readonly source: string; readonly processed: string; readonly deadLetter: string },
+  partitions: number,
+  esmFailures: string | null = ESM_FAILURE_TOPIC,
+): { topic: string; numPartitions: number; configs: Record<string, string> }[] {
+  return [
+    { topic: topics.source, numPartitions: partitions, configs: sizeConfigs("source") },
+    { topic: topics.processed, numPartitions: partitions, configs: sizeConfigs("processed") },
+    { topic: topics.deadLetter, numPartitions: 1, configs: sizeConfigs("deadLetter") },
+    ...(esmFailures ? [{ topic: esmFailures, numPartitions: 1, configs: sizeConfigs("esmFailure") }] : []),
+  ];
+}

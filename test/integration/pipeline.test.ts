@@ -207,7 +207,7 @@ describe("the local pipeline on a real broker", () => {
     expect(harness.stats.failedInvocations).toBe(1);
   });
 
-  it("retries a batch whose invocation threw, so nothing is committed past it", async () => {
+  it("retries a batch whose invocation threw, whole without bisect, so nothing is committed past it", async () => {
     const topics = await createTopicTrio(kafka, 1);
     await produceInputs(topics.source, mixedInputs(10));
     let calls = 0;
@@ -216,6 +216,7 @@ describe("the local pipeline on a real broker", () => {
       batchSize: 100,
       batchWindowMs: 100,
       retryBackoffMs: 50,
+      bisectBatchOnError: false,
       invoke: async () => {
         calls++;
         if (calls <= 2) throw new Error("boom");

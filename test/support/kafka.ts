@@ -6,6 +6,7 @@ import type { Kafka } from "kafkajs";
 import { inject } from "vitest";
 import type { MskEvent } from "../../functions/core/msk.ts";
 import { type HarnessOptions, MskEventSourceHarness } from "../../functions/local/harness.ts";
+import { lambdaContext } from "../../functions/local/lambda-runtime.ts";
 import { headerText, readTopic as readTopicRecords } from "../../functions/local/read-topic.ts";
 import { containerSender, createHandler, type HandlerResponse } from "../../functions/processor/processor.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
@@ -139,7 +140,9 @@ export function processorFor(topics: PipelineTopics, env: Record<string, string>
   const container = containerSender(config);
   const handler = createHandler({ config, getSender: container.getSender });
   return {
-    invoke: (event: MskEvent) => handler(event, {} as never) as Promise<HandlerResponse>,
+    /** With the harness's timeout, as Lambda gives it: the sender stops starting requests near the deadline. */
+    invoke: (event: MskEvent, timeoutMs?: number) =>
+      handler(event, lambdaContext(undefined, timeoutMs)) as Promise<HandlerResponse>,
     close: container.close,
     container,
   };

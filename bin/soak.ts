@@ -28,7 +28,7 @@ import { containerSender, createHandler } from "../functions/processor/processor
 import { loadProcessorConfig, parseBrokers } from "../functions/shared/config.ts";
 import { createKafka } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
-import { sizeConfigs } from "../functions/shared/topic-settings.ts";
+import { pipelineTopicSpecs } from "../functions/shared/topic-settings.ts";
 import { ensureTopics, groupLag } from "../functions/shared/topics.ts";
 import { PROJECT_ROOT } from "../lib/bundling.ts";
 import { intFlag, numberFlag, parseFlags, runMain, UsageError, untilSignal } from "./cli.ts";
@@ -90,13 +90,14 @@ runMain(async () => {
     brokers = [await broker.start()];
   }
   const id = Date.now().toString(36);
-  const topics = { source: `soak-${id}`, processed: `soak-processed-${id}`, deadLetter: `soak-dlq-${id}` };
+  const topics = {
+    source: `soak-${id}`,
+    processed: `soak-processed-${id}`,
+    deadLetter: `soak-dlq-${id}`,
+    esmFailures: `soak-esm-failures-${id}`,
+  };
   const kafka = createKafka({ brokers, clientId: "soak", retries: 10 });
-  await ensureTopics(kafka, [
-    { topic: topics.source, numPartitions: 3, configs: sizeConfigs("source") },
-    { topic: topics.processed, numPartitions: 3, configs: sizeConfigs("processed") },
-    { topic: topics.deadLetter, numPartitions: 1, configs: sizeConfigs("deadLetter") },
-  ]);
+  await ensureTopics(kafka, pipelineTopicSpecs(topics, 3, topics.esmFailures));
   const config = loadProcessorConfig({
     KAFKA_BROKERS: brokers.join(","),
     SOURCE_TOPIC: topics.source,
@@ -114,6 +115,8 @@ runMain(async () => {
     groupId,
     batchSize: 1000,
     batchWindowMs: 500,
+    // The deployed error handling; parked records count as outputs in the accounting.
+    onFailureTopic: topics.esmFailures,
     invoke: (event) => handler(event, {} as never),
   });
   await harness.start();

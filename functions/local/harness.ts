@@ -46,7 +46,7 @@ import {
   MIN_RECORD_AGE_SECONDS,
   RETRIES_WITH_DESTINATION,
 } from "../shared/esm.ts";
-import { createProducer, fetchedHeaders } from "../shared/kafka.ts";
+import { createProducer, fetchedHeaders, NULL_HEADER_VALUE } from "../shared/kafka.ts";
 import { log } from "../shared/log.ts";
 import { buildMskEvent, mskRecordBytes, toMskRecord } from "./msk-event.ts";
 
@@ -239,12 +239,12 @@ function parkedMessage(
   attempts: number,
   error: string | undefined,
 ): { key: Buffer | null; value: Buffer | null; timestamp: string; headers: IHeaders } {
-  const headers = Object.create(null) as Record<string, (Buffer | null)[]>;
+  const headers = Object.create(null) as Record<string, Buffer[]>;
   const ours = new Set<string>(Object.values(FAILURE_HEADER));
   for (const [name, value] of fetchedHeaders(message.headers)) {
     if (ours.has(name)) continue; // a record parked before: its old failure headers are replaced
     if (!Object.hasOwn(headers, name)) Object.defineProperty(headers, name, { value: [], enumerable: true });
-    (headers[name] as (Buffer | null)[]).push(value);
+    (headers[name] as Buffer[]).push(value ?? NULL_HEADER_VALUE);
   }
   const add = (name: string, text: string) =>
     Object.defineProperty(headers, name, { value: [Buffer.from(text)], enumerable: true });
@@ -650,16 +650,26 @@ export class MskEventSourceHarness {
     this.open = [];
     this.openCount = 0;
     this.openBytes = 0;
-    if (shares.length > 0) this.invocations = this.invocations.then(() => this.invokeBatch(shares));
+    if (shares.length === 0) return;
+    this.invocations = this.invocations
+      .then(() => this.invokeBatch(shares))
+      .catch((error: unknown) => {
+        // A bug of the harness's own must not wedge the chain: the shares fail and are retried.
+        const message = error instanceof Error ? error.message : String(error);
+        for (const share of shares) share.settle({ kind: "error", error: `harness error: ${message}` });
+      });
   }
 
   /** Calls the function; an error, a rejection or the timeout passing first is a function error. */
   private async call(event: MskEvent): Promise<{ response: unknown } | { error: string; timedOut?: boolean }> {
     let timer: NodeJS.Timeout | undefined;
-    const invocation = this.options.invoke(event, this.timeoutMs).then(
-      (response) => ({ response }),
-      (thrown: unknown) => ({ error: thrown instanceof Error ? thrown.message : String(thrown) }),
-    );
+    // Through a promise: a handler that throws synchronously is a function error like any other.
+    const invocation = Promise.resolve()
+      .then(() => this.options.invoke(event, this.timeoutMs))
+      .then(
+        (response) => ({ response }),
+        (thrown: unknown) => ({ error: thrown instanceof Error ? thrown.message : String(thrown) }),
+      );
     const timeout = new Promise<{ error: string; timedOut: true }>((resolve) => {
       timer = setTimeout(
         () => resolve({ error: `Task timed out after ${(this.timeoutMs / 1000).toFixed(2)} seconds`, timedOut: true }),

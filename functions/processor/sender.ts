@@ -5,7 +5,7 @@ import { CompressionTypes, type IHeaders, type Message, type TopicMessages } fro
 import { partitionId } from "../core/msk.ts";
 import type { OutputHeaders, OutputRecord } from "../core/process.ts";
 import { RECORD_BATCH_OVERHEAD } from "../core/record-size.ts";
-import type { ProducerSlot } from "../shared/kafka.ts";
+import { NULL_HEADER_VALUE, type ProducerSlot } from "../shared/kafka.ts";
 
 export interface SendResult {
   /** How many outputs are durably written (acks=all). */
@@ -108,12 +108,8 @@ export interface SendRetry {
   readonly budgetMs?: number;
 }
 
-/**
- * kafkajs 2.2.4 cannot encode a null header value (`sizeOfHeaders` in
- * node_modules/kafkajs/src/protocol/recordBatch/record/v0/index.js calls Buffer.byteLength(null), which throws), so a
- * null header value is written as an empty one. Same record size either way (a one-byte varint).
- */
-const EMPTY = Buffer.alloc(0);
+/** A null header value is written as an empty one (NULL_HEADER_VALUE: kafkajs cannot encode null). */
+const EMPTY = NULL_HEADER_VALUE;
 
 function toKafkaHeaders(headers: OutputHeaders): IHeaders {
   for (const name in headers) {

@@ -219,6 +219,13 @@ export class ProducerSlot {
   }
 }
 
+/**
+ * What a null header value is written as: kafkajs 2.2.4 cannot encode a null header value (`sizeOfHeaders` in
+ * node_modules/kafkajs/src/protocol/recordBatch/record/v0/index.js calls Buffer.byteLength(null), which throws), so it
+ * is written as an empty one. Same record size either way (a one-byte varint).
+ */
+export const NULL_HEADER_VALUE = Buffer.alloc(0);
+
 type FetchedHeaderValue = Buffer | string | null | undefined;
 
 /**

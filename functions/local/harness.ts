@@ -508,8 +508,11 @@ export class MskEventSourceHarness {
         let end = segment.from + 1;
         while (end < segment.to && !isExpired(end)) end++;
         const { accepted, outcome } = this.submit(id, records.slice(segment.from, end));
-        const beat = setInterval(() => void heartbeat(), 3000);
+        // kafkajs sends a heartbeat at most once per heartbeatInterval (3 s; consumerGroup.js SHARED_HEARTBEAT), so
+        // asking every second while waiting, and after every invocation, costs nothing and notices a rebalance soon.
+        const beat = setInterval(() => void heartbeat(), 1000);
         const result = await outcome.finally(() => clearInterval(beat));
+        await heartbeat();
         if (result.kind === "withdrawn") break;
         const start = segment.from;
         const last = start + accepted - 1;

@@ -18,7 +18,8 @@
  *   SnappyInputStream reads back along with raw snappy.
  * - lz4: `lz4js` (pure JavaScript) blocks in an LZ4 *frame* written here (see lz4Frame): Kafka uses the LZ4 frame
  *   format (magic v1+ with the correct header checksum, KafkaLZ4BlockOutputStream / KafkaLZ4BlockInputStream), and its
- *   reader refuses frames without the block-independence flag, which lz4js's own frame writer leaves unset.
+ *   reader refuses frames without the block-independence flag, which lz4js's own frame writer leaves unset: the
+ *   broker answers such a produce request with UNKNOWN_SERVER_ERROR (tried with test/integration/codecs.test.ts).
  * - zstd: node:zlib where Node.js has it (22.15 and later, so the deployed nodejs22.x runtime), else `@bokuweb/zstd-wasm`
  *   (WebAssembly, compress) and `fzstd` (pure JavaScript, decompress: it reads frames without a content size, as the
  *   Java client's streaming writer makes them), loaded only then. Both are left out of the bundles (lib/bundling.ts).

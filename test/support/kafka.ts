@@ -2,7 +2,7 @@
  * Test helpers on a real broker: unique topics, producing, reading a topic to its end, group lag, polling waits.
  */
 import { randomUUID } from "node:crypto";
-import type { Kafka } from "kafkajs";
+import { CompressionTypes, type Kafka } from "kafkajs";
 import { inject } from "vitest";
 import type { MskEvent } from "../../functions/core/msk.ts";
 import { type HarnessOptions, MskEventSourceHarness } from "../../functions/local/harness.ts";
@@ -102,16 +102,22 @@ export async function drain(
   return { harness, groupId };
 }
 
-/** Produces records (acks=all) in one request. */
+/** Produces records (acks=all) in one request, compressed with `compression` (none by default). */
 export async function produce(
   kafka: Kafka,
   topic: string,
   records: readonly { key: string | Buffer | null; value: string | Buffer | null }[],
+  compression: CompressionTypes = CompressionTypes.None,
 ): Promise<void> {
   const producer = createProducer(kafka);
   await producer.connect();
   try {
-    await producer.send({ topic, acks: -1, messages: records.map((r) => ({ key: r.key, value: r.value })) });
+    await producer.send({
+      topic,
+      acks: -1,
+      compression,
+      messages: records.map((r) => ({ key: r.key, value: r.value })),
+    });
   } finally {
     await producer.disconnect();
   }

@@ -20,7 +20,6 @@ import { GeneratorModel } from "../../functions/generator/model.ts";
 import { account } from "../../functions/local/accounting.ts";
 import { dlqStats, readDeadLetters } from "../../functions/local/dlq.ts";
 import { ensureKafkaJars, REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
-import type { OutputCompression } from "../../functions/shared/config.ts";
 import { ensureTopics } from "../../functions/shared/topics.ts";
 import { createTopicTrio, drain, processorFor, produce, readTopic, testKafka } from "../support/kafka.ts";
 

@@ -5,9 +5,7 @@
  * client reads what kafkajs writes with each codec, and kafkajs what the Java client writes. On the shared real broker.
  *
  * Which codec a fetched batch was written with is read from the batch itself: kafkajs picks the codec by the record
- * batch's attributes (`lookupCodecByAttributes(attributes)`, attributes & 0x07, in
- * node_modules/kafkajs/src/protocol/recordBatch/v0/decoder.js), from the factories in `CompressionCodecs`;
- * `codecsOnTheWire` counts those look-ups while a topic is read. An uncompressed batch looks up none.
+ * batch's attributes: see codecsOnTheWire in test/support/kafka.ts.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -21,9 +19,17 @@ import { account } from "../../functions/local/accounting.ts";
 import { dlqStats, readDeadLetters } from "../../functions/local/dlq.ts";
 import { ensureKafkaJars, REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
 import { ensureTopics } from "../../functions/shared/topics.ts";
-import { createTopicTrio, drain, processorFor, produce, readTopic, testKafka } from "../support/kafka.ts";
+import {
+  codecsOnTheWire,
+  createTopicTrio,
+  drain,
+  processorFor,
+  produce,
+  readTopic,
+  testKafka,
+} from "../support/kafka.ts";
 
-const { CompressionCodecs, CompressionTypes } = kafkajs;
+const { CompressionTypes } = kafkajs;
 const { kafka, brokers } = testKafka("codecs-test");
 const TSX = join(REPO_ROOT, "node_modules", ".bin", "tsx");
 const CODECS = ["gzip", "snappy", "lz4", "zstd"] as const;
@@ -34,34 +40,6 @@ const TYPE: Record<CodecName, number> = {
   lz4: CompressionTypes.LZ4,
   zstd: CompressionTypes.ZSTD,
 };
-const NAME_OF = Object.fromEntries(Object.entries(TYPE).map(([name, type]) => [type, name]));
-
-type Factory = () => { compress(e: unknown): Promise<Buffer>; decompress(b: Buffer): Promise<Buffer> };
-
-/** The codecs (by name) of the batches that kafkajs decompressed while `work` ran, and `work`'s result. */
-async function codecsOnTheWire<T>(work: () => Promise<T>): Promise<{ codecs: string[]; result: T }> {
-  const factories = CompressionCodecs as unknown as Record<number, Factory>;
-  const originals = { ...factories };
-  const seen = new Set<string>();
-  for (const [type, factory] of Object.entries(originals)) {
-    factories[Number(type)] = () => {
-      const codec = factory();
-      return {
-        compress: (encoder) => codec.compress(encoder),
-        decompress: (buffer) => {
-          seen.add(NAME_OF[Number(type)] as string);
-          return codec.decompress(buffer);
-        },
-      };
-    };
-  }
-  try {
-    const result = await work();
-    return { codecs: [...seen].sort(), result };
-  } finally {
-    Object.assign(factories, originals);
-  }
-}
 
 /** A generated mix of valid and invalid user-login records. */
 function generated(seed: number, count: number) {

@@ -2,23 +2,26 @@
  * npm run bench [-- --quick] [--brokers B]
  * Where the time goes: the processing core, the handler with a real producer, the whole pipeline against a plain
  * topic-to-topic copy with the same client, cold start and memory of the bundled handler, and kafkajs against
- * @platformatic/kafka on the same produce workload. Prints a table and writes bench/results.json.
+ * @platformatic/kafka on the same produce workload, and each compression codec (bytes per record on the wire, CPU per
+ * record to compress and decompress). Prints a table and writes bench/results.json.
  * Figures are medians of several runs with their min..max; the machine is noisy, so ratios matter most.
  */
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Producer as PlatformaticProducer, ProduceAcks } from "@platformatic/kafka";
 import { build } from "esbuild";
-import type { IHeaders, Kafka } from "kafkajs";
+import { CompressionTypes, type IHeaders, type Kafka } from "kafkajs";
 import type { MskEvent, MskRecord } from "../functions/core/msk.ts";
 import { type OutputRecord, processEvent } from "../functions/core/process.ts";
 import { GeneratorModel } from "../functions/generator/model.ts";
 import { EmbeddedKafka } from "../functions/local/embedded-kafka.ts";
 import { MskEventSourceHarness } from "../functions/local/harness.ts";
 import { containerSender, createHandler, processMskEvent } from "../functions/processor/processor.ts";
+import { CODECS } from "../functions/shared/codecs.ts";
 import { loadProcessorConfig, parseBrokers } from "../functions/shared/config.ts";
 import { createKafka, createProducer } from "../functions/shared/kafka.ts";
 import { setLogLevel } from "../functions/shared/log.ts";
@@ -129,6 +132,114 @@ function benchFloor(events: MskEvent[], runs: number): Figure {
   }
   if (sink < 0) console.log(sink);
   return figure(rates);
+}
+
+/** kafkajs's own record and record batch encoders: the bytes its producer sends (no public API for them). */
+const kafkajsInternals = createRequire(import.meta.url);
+type Encoder = { buffer: Buffer; size(): number };
+const encodeRecord = kafkajsInternals("kafkajs/src/protocol/recordBatch/record/v0/index.js") as (record: {
+  offsetDelta: number;
+  key: Buffer | string | null;
+  value: Buffer | string | null;
+  headers: IHeaders;
+}) => Encoder;
+const { RecordBatch } = kafkajsInternals("kafkajs/src/protocol/recordBatch/v0/index.js") as {
+  RecordBatch: (batch: { compression: number; records: Encoder[]; lastOffsetDelta: number }) => Promise<Encoder>;
+};
+const EncoderClass = kafkajsInternals("kafkajs/src/protocol/encoder.js") as new () => {
+  writeEncoderArray(records: Encoder[]): Encoder;
+};
+
+/** Records per batch: a 100-record invocation (the stack's batch size) over the processed topic's 3 partitions. */
+const RECORDS_PER_BATCH = 34;
+
+interface CodecFigures {
+  implementation: string;
+  bytesPerRecord: number;
+  ratioToNone: number;
+  compressCpuUsPerRecord: Figure;
+  decompressCpuUsPerRecord: Figure;
+}
+
+/**
+ * Each codec on the same record batches of processed-user-login outputs, as kafkajs encodes them: the whole batch's
+ * bytes on the wire per record (RecordBatch, its 61-byte header included), and the process's CPU time (user +
+ * system, so zlib's thread pool counts too) per record to compress the batch's records and to decompress them. The
+ * codecs take turns within each run, so they see the same machine.
+ */
+async function benchCodecs(outputs: readonly OutputRecord[], runs: number, rounds: number) {
+  const batches: Encoder[][] = [];
+  const processed = outputs.filter((output) => output.kind === "processed");
+  for (let start = 0; start + RECORDS_PER_BATCH <= processed.length; start += RECORDS_PER_BATCH) {
+    batches.push(
+      processed.slice(start, start + RECORDS_PER_BATCH).map((output, offsetDelta) =>
+        encodeRecord({
+          offsetDelta,
+          key: output.key,
+          value: output.value,
+          headers: Object.fromEntries(
+            Object.entries(output.headers).map(([name, value]) => [
+              name,
+              Array.isArray(value) ? value.map((v) => v ?? Buffer.alloc(0)) : (value ?? Buffer.alloc(0)),
+            ]),
+          ) as IHeaders,
+        }),
+      ),
+    );
+  }
+  const records = batches.length * RECORDS_PER_BATCH;
+  const raw = batches.map((batch) => new EncoderClass().writeEncoderArray(batch).buffer);
+  const wireBytes = async (compression: number) => {
+    let bytes = 0;
+    for (const batch of batches)
+      bytes += (await RecordBatch({ compression, records: batch, lastOffsetDelta: batch.length - 1 })).size();
+    return bytes / records;
+  };
+  const noneBytes = await wireBytes(CompressionTypes.None);
+  const codecs = Object.entries(CODECS);
+  const compressed = new Map<string, Buffer[]>();
+  for (const [name, codec] of codecs) compressed.set(name, await Promise.all(raw.map((r) => codec.compress(r))));
+  const cpuUs = async (work: () => Promise<unknown>) => {
+    const before = process.cpuUsage();
+    for (let round = 0; round < rounds; round++) await work();
+    const used = process.cpuUsage(before);
+    return (used.user + used.system) / (rounds * records);
+  };
+  const compressUs = new Map<string, number[]>(codecs.map(([name]) => [name, []]));
+  const decompressUs = new Map<string, number[]>(codecs.map(([name]) => [name, []]));
+  for (let run = 0; run < runs + 1; run++) {
+    for (const [name, codec] of codecs) {
+      const c = await cpuUs(async () => {
+        for (const r of raw) await codec.compress(r);
+      });
+      const inputs = compressed.get(name) as Buffer[];
+      const d = await cpuUs(async () => {
+        for (const input of inputs) await codec.decompress(input);
+      });
+      if (run === 0) continue; // warm-up
+      compressUs.get(name)?.push(c);
+      decompressUs.get(name)?.push(d);
+    }
+  }
+  const result: Record<string, unknown> = {
+    recordsPerBatch: RECORDS_PER_BATCH,
+    batches: batches.length,
+    none: { bytesPerRecord: noneBytes },
+  };
+  for (const [name, codec] of codecs) {
+    const bytesPerRecord = await wireBytes(codec.type);
+    result[name] = {
+      implementation: codec.implementation,
+      bytesPerRecord,
+      ratioToNone: bytesPerRecord / noneBytes,
+      compressCpuUsPerRecord: figure(compressUs.get(name) as number[]),
+      decompressCpuUsPerRecord: figure(decompressUs.get(name) as number[]),
+    } satisfies CodecFigures;
+  }
+  return result as { recordsPerBatch: number; batches: number; none: { bytesPerRecord: number } } & Record<
+    string,
+    CodecFigures
+  >;
 }
 
 async function produceAll(kafka: Kafka, topic: string, events: MskEvent[]): Promise<number> {
@@ -346,6 +457,23 @@ runMain(async () => {
   line("core, 20% invalid: rec/s", fmt(corePoison.recordsPerSecond));
   line("floor (base64 + UTF-8 + JSON.parse + JSON.stringify only): rec/s", fmt(floor));
   line("  ratio core / floor (medians)", (core.recordsPerSecond.median / floor.median).toFixed(2));
+
+  // Codecs, on processed outputs of the realistic events.
+  const codecOutputs = realistic.slice(0, quick ? 1 : 2).flatMap((event) => processEvent(event, OPTIONS));
+  const codecs = await benchCodecs(codecOutputs, runs, quick ? 2 : 5);
+  results.codecs = codecs;
+  line(
+    `codecs, ${codecs.batches} batches of ${codecs.recordsPerBatch} processed outputs: bytes/record`,
+    `none ${codecs.none.bytesPerRecord.toFixed(1)}`,
+  );
+  for (const name of Object.keys(CODECS)) {
+    const codec = codecs[name] as CodecFigures;
+    line(
+      `  ${name} (${codec.implementation})`,
+      `${codec.bytesPerRecord.toFixed(1)} B/record (${(codec.ratioToNone * 100).toFixed(0)}%), CPU µs/record ` +
+        `compress ${fmt(codec.compressCpuUsPerRecord, 2)}, decompress ${fmt(codec.decompressCpuUsPerRecord, 2)}`,
+    );
+  }
 
   let broker: EmbeddedKafka | undefined;
   let brokers: string[];

@@ -15,6 +15,7 @@ import {
   MAX_FUNCTION_TIMEOUT_SECONDS,
   MAX_RECORD_AGE_SECONDS,
   MAX_RETRY_ATTEMPTS,
+  MIN_PROCESSOR_TIMEOUT_SECONDS,
   MIN_RECORD_AGE_SECONDS,
 } from "../functions/shared/esm.ts";
 import { connectKafka } from "../functions/shared/kafka.ts";
@@ -114,6 +115,8 @@ runMain(async () => {
   if (onFailureTopic === "") throw new UsageError('--on-failure-topic needs a topic name, or "none"');
   // As the stack deploys the function: PARTIAL_BATCH_RESPONSE follows the mapping's ReportBatchItemFailures.
   process.env.PARTIAL_BATCH_RESPONSE ??= String(reportBatchItemFailures);
+  const timeoutMs =
+    intFlag(flags["timeout-s"], "timeout-s", D.functionTimeoutSeconds, 1, MAX_FUNCTION_TIMEOUT_SECONDS) * 1000;
   const handler = await loadHandler(flags.handler);
   const harness = new MskEventSourceHarness({
     kafka,
@@ -141,6 +144,11 @@ runMain(async () => {
     stopProgress();
     console.error(summaryText(harness.stats));
   });
+  if (timeoutMs < MIN_PROCESSOR_TIMEOUT_SECONDS * 1000) {
+    console.error(
+      `harness: --timeout-s below ${MIN_PROCESSOR_TIMEOUT_SECONDS}: the processor starts no produce request in its last 35 s, so it may write nothing (the stack refuses such a timeout).`,
+    );
+  }
   if (onFailureTopic === "none" && retryAttempts !== -1) {
     console.error("harness: no on-failure topic: records that exhaust their retries are discarded, as Lambda does.");
   }

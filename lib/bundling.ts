@@ -27,10 +27,18 @@ export type BundleName = keyof typeof BUNDLES;
  */
 export const LAMBDA_EXTERNALS = ["@aws-sdk/client-kafka", "@aws-sdk/client-secrets-manager"];
 
+/**
+ * Left out of every bundle: zstd's fallback packages (functions/shared/codecs.ts), which it imports only where
+ * node:zlib has no zstd (Node.js before 22.15). The bundles run on Node.js 22 (nodejs22.x, the generator's node:22
+ * image), whose node:zlib has it; the WebAssembly package reads its .wasm file from beside its own code, which a
+ * single-file bundle does not have, and both would add some 300 KB.
+ */
+export const ZSTD_FALLBACK_PACKAGES = ["@bokuweb/zstd-wasm", "fzstd"];
+
 /** Single-file, minified ESM for Node.js 20 and 22, with a source map. */
 export function bundleOptions(name: BundleName, outdir: string = join(PROJECT_ROOT, "dist")): BuildOptions {
   return {
-    external: name === "generator" ? [] : LAMBDA_EXTERNALS,
+    external: [...(name === "generator" ? [] : LAMBDA_EXTERNALS), ...ZSTD_FALLBACK_PACKAGES],
     entryPoints: [join(PROJECT_ROOT, BUNDLES[name])],
     outfile: join(outdir, name, "index.mjs"),
     bundle: true,

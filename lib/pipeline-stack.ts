@@ -9,7 +9,14 @@ import * as lambda from "aws-cdk-lib/aws-lambda";
 import * as sources from "aws-cdk-lib/aws-lambda-event-sources";
 import * as logs from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
-import { ESM_DEFAULTS, MAX_BATCH_SIZE, MAX_BATCH_WINDOW_MS } from "../functions/shared/esm.ts";
+import { OUTPUT_COMPRESSIONS, type OutputCompression } from "../functions/shared/config.ts";
+import {
+  ESM_DEFAULTS,
+  MAX_BATCH_SIZE,
+  MAX_BATCH_WINDOW_MS,
+  MAX_FUNCTION_TIMEOUT_SECONDS,
+  MIN_PROCESSOR_TIMEOUT_SECONDS,
+} from "../functions/shared/esm.ts";
 import { sizeConfigs } from "../functions/shared/topic-settings.ts";
 import { pipelineFunction } from "./functions.ts";
 import { type GeneratorProps, GeneratorService } from "./generator.ts";
@@ -68,6 +75,11 @@ export interface ProcessorProps {
   readonly memorySize?: number;
   /** @default 2 minutes */
   readonly timeout?: Duration;
+  /**
+   * The codec of the processor's produce requests to the processed and dead-letter topics (OUTPUT_COMPRESSION):
+   * one of "none", "gzip", "snappy", "lz4", "zstd". @default 'none'
+   */
+  readonly outputCompression?: OutputCompression;
 }
 
 export interface UserLoginPipelineStackProps extends StackProps {
@@ -114,6 +126,20 @@ export class UserLoginPipelineStack extends Stack {
     if (!/^[a-zA-Z0-9._-]{1,200}$/.test(groupId))
       throw new PropsError(`processor.consumerGroupId "${groupId}" is not a valid group id`);
     const timeout = p.timeout ?? Duration.seconds(ESM_DEFAULTS.functionTimeoutSeconds);
+    // The processor starts no produce request in the last SEND_RESERVE_MS (35 s) of an invocation: below a minute it
+    // would have too little time to write a batch, and every record would end on the failure topic.
+    checkInteger(
+      "processor.timeout (seconds)",
+      timeout.toSeconds(),
+      MIN_PROCESSOR_TIMEOUT_SECONDS,
+      MAX_FUNCTION_TIMEOUT_SECONDS,
+    );
+    const outputCompression = p.outputCompression ?? "none";
+    if (!(OUTPUT_COMPRESSIONS as readonly string[]).includes(outputCompression)) {
+      throw new PropsError(
+        `processor.outputCompression must be one of ${OUTPUT_COMPRESSIONS.join(", ")}, got "${outputCompression}"`,
+      );
+    }
     const topics = resolveTopics(props.topics);
 
     // Network: private subnets in two AZs with interface endpoints (no NAT gateway, no route to the internet).
@@ -232,6 +258,7 @@ export class UserLoginPipelineStack extends Stack {
         PROCESSED_MAX_MESSAGE_BYTES: sizeConfigs("processed")["max.message.bytes"] as string,
         DLQ_MAX_MESSAGE_BYTES: sizeConfigs("deadLetter")["max.message.bytes"] as string,
         PARTIAL_BATCH_RESPONSE: String(reportBatchItemFailures),
+        OUTPUT_COMPRESSION: outputCompression,
         LOG_LEVEL: "INFO",
       },
     });

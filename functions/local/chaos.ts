@@ -17,6 +17,7 @@ import { GeneratorModel, seededRandom } from "../generator/model.ts";
 import { type RunSummary, runGenerator, sleep } from "../generator/run.ts";
 import { containerSender, createHandler } from "../processor/processor.ts";
 import { kafkaSender, type OutputSender } from "../processor/sender.ts";
+import { compressionType } from "../shared/codecs.ts";
 import { loadProcessorConfig, type ProcessorConfig } from "../shared/config.ts";
 import { createKafka, createProducer, ProducerSlot } from "../shared/kafka.ts";
 import { sizeConfigs } from "../shared/topic-settings.ts";
@@ -481,13 +482,18 @@ function shortTimeoutSender(config: ProcessorConfig, brokers: string, requestTim
     await producer.connect();
     return producer;
   });
-  const sender = kafkaSender(slot, {
-    requestBytes: config.produceChunkBytes,
-    maxMessageBytes: {
-      [config.topics.processed]: config.maxMessageBytes.processed,
-      [config.topics.deadLetter]: config.maxMessageBytes.deadLetter,
+  const sender = kafkaSender(
+    slot,
+    {
+      requestBytes: config.produceChunkBytes,
+      maxMessageBytes: {
+        [config.topics.processed]: config.maxMessageBytes.processed,
+        [config.topics.deadLetter]: config.maxMessageBytes.deadLetter,
+      },
     },
-  });
+    {},
+    { compression: compressionType(config.outputCompression) },
+  );
   return {
     async getSender(_event: MskEvent): Promise<OutputSender> {
       await slot.run(async () => {});

@@ -21,6 +21,7 @@ import {
   processEvent,
   summarize,
 } from "../core/process.ts";
+import { compressionType, ensureCodec } from "../shared/codecs.ts";
 import { type ProcessorConfig, parseBrokers } from "../shared/config.ts";
 import { type AwsClients, connectKafka, createProducer, ProducerSlot } from "../shared/kafka.ts";
 import { log, logger } from "../shared/log.ts";
@@ -225,6 +226,8 @@ export function containerSender(
       aws,
       fallbackBrokers: fallback,
     });
+    // A codec that cannot run here (zstd without node:zlib zstd or its packages) fails the cold start, not a send.
+    await ensureCodec(config.outputCompression);
     const producer = createProducer(kafka);
     try {
       await producer.connect();
@@ -245,7 +248,7 @@ export function containerSender(
           keepAfter: (error) => isTooLarge(error) || !isRetriable(error),
         });
         slot = created;
-        sender = kafkaSender(created, limits);
+        sender = kafkaSender(created, limits, {}, { compression: compressionType(config.outputCompression) });
       }
       // Connect now, so that a connection failure fails the invocation with KafkaConnectError before any send.
       await slot.run(async () => {});

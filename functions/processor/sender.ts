@@ -99,6 +99,15 @@ export interface SendLimits {
   readonly maxMessageBytes: Readonly<Record<string, number>>;
 }
 
+export interface SendCompression {
+  /**
+   * The codec of every produce request (OUTPUT_COMPRESSION): the request sizes above are reckoned uncompressed, an
+   * upper bound of the compressed batch the broker checks. An output over its limit uncompressed is sent alone and
+   * gzip-compressed whatever this is. @default CompressionTypes.None
+   */
+  readonly compression?: CompressionTypes;
+}
+
 export interface SendRetry {
   /** Attempts per produce request, each with a new producer. @default 3 */
   readonly attempts?: number;
@@ -183,12 +192,19 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * the one that failed): the producers have no retries of their own (see createProducer). When the attempts run out,
  * nothing after the failed request is sent: everything before it is written, the rest is reported unwritten.
  *
- * An output over its topic's limit on its own (a dead letter of a record that was compressed at the source, say) is
- * sent alone, gzip-compressed, since the broker checks the compressed batch. If the broker still refuses it, it is
+ * Requests go out with `output.compression` (none by default). An output over its topic's limit on its own (a dead
+ * letter of a record that was compressed at the source, say) is sent alone, gzip-compressed, since the broker checks
+ * the compressed batch; so is an output the broker refuses as too large with the configured codec. If the broker still refuses it, it is
  * unwritable: it and every later output of the same source partition stay unwritten (order within a partition),
  * while other partitions' outputs go on, so one such record does not hold up the rest of the batch.
  */
-export function kafkaSender(slot: Pick<ProducerSlot, "run">, limits: SendLimits, retry: SendRetry = {}): OutputSender {
+export function kafkaSender(
+  slot: Pick<ProducerSlot, "run">,
+  limits: SendLimits,
+  retry: SendRetry = {},
+  output: SendCompression = {},
+): OutputSender {
+  const configured = output.compression ?? CompressionTypes.None;
   const attempts = retry.attempts ?? 3;
   const backoffMs = retry.backoffMs ?? 200;
   const budgetMs = retry.budgetMs ?? 15_000;
@@ -201,7 +217,7 @@ export function kafkaSender(slot: Pick<ProducerSlot, "run">, limits: SendLimits,
           producer.sendBatch({
             acks: -1,
             topicMessages,
-            compression: compressed ? CompressionTypes.GZIP : CompressionTypes.None,
+            compression: compressed ? CompressionTypes.GZIP : configured,
           }),
         );
         return;
@@ -218,7 +234,10 @@ export function kafkaSender(slot: Pick<ProducerSlot, "run">, limits: SendLimits,
       const blocked = new Set<string>();
       let written = 0;
       let error: Error | undefined;
-      /** One output in a request of its own; gzip when it is over the limit uncompressed. False: unwritable. */
+      /**
+       * One output in a request of its own: gzip when it is over the limit uncompressed, else the configured codec
+       * first. False: unwritable.
+       */
       const sendAlone = async (k: number): Promise<boolean> => {
         const output = outputs[k] as OutputRecord;
         let compressed = !fitsAlone(output, limits);

@@ -103,6 +103,24 @@ export interface ProcessorConfig {
    * partition's share of a produce request may hold. The stack and `topics --create` create the topics with these.
    */
   readonly maxMessageBytes: { readonly processed: number; readonly deadLetter: number };
+  /** OUTPUT_COMPRESSION: the codec of the processor's produce requests (functions/shared/codecs.ts). */
+  readonly outputCompression: OutputCompression;
+}
+
+/** Kafka's compression codecs, as OUTPUT_COMPRESSION (and the stack's `outputCompression`) name them. */
+export const OUTPUT_COMPRESSIONS = ["none", "gzip", "snappy", "lz4", "zstd"] as const;
+export type OutputCompression = (typeof OUTPUT_COMPRESSIONS)[number];
+
+export function parseOutputCompression(env: Env, name = "OUTPUT_COMPRESSION"): OutputCompression {
+  const value = env[name];
+  if (value === undefined || value.trim() === "") return "none";
+  const codec = value.trim().toLowerCase();
+  if (!(OUTPUT_COMPRESSIONS as readonly string[]).includes(codec)) {
+    throw new ConfigError(
+      `${name} must be one of ${OUTPUT_COMPRESSIONS.join(", ")}, got "${value}": set it to one of them, or unset it for none`,
+    );
+  }
+  return codec as OutputCompression;
 }
 
 export function requireEnv(env: Env, name: string): string {
@@ -186,5 +204,6 @@ export function loadProcessorConfig(env: Env = process.env): ProcessorConfig {
       processed: parseInteger(env, "PROCESSED_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, 1024, MAX_REQUEST_BYTES),
       deadLetter: parseInteger(env, "DLQ_MAX_MESSAGE_BYTES", DEAD_LETTER_MAX_MESSAGE_BYTES, 1024, MAX_REQUEST_BYTES),
     },
+    outputCompression: parseOutputCompression(env),
   };
 }

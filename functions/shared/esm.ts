@@ -23,6 +23,11 @@ export const MIN_RECORD_AGE_SECONDS = 60;
 export const MAX_RECORD_AGE_SECONDS = 604_800;
 /** Retries Lambda applies when retries are infinite (-1) and an on-failure destination is set. */
 export const RETRIES_WITH_DESTINATION = 10;
+/**
+ * The shortest processor timeout the stack accepts: the processor starts no produce request in the last 35 s of an
+ * invocation (SEND_RESERVE_MS, functions/processor/processor.ts), so it needs more than that to write anything.
+ */
+export const MIN_PROCESSOR_TIMEOUT_SECONDS = 60;
 /** Lambda's longest function timeout: 900 s. */
 export const MAX_FUNCTION_TIMEOUT_SECONDS = 900;
 

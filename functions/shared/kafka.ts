@@ -7,6 +7,8 @@ import { readFileSync } from "node:fs";
 import type { KafkaClient } from "@aws-sdk/client-kafka";
 import type { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { Kafka, type KafkaConfig, logLevel, Partitioners, type Producer, type SASLOptions } from "kafkajs";
+// Registers snappy, lz4 and zstd with kafkajs for every client of the process (kafkajs has only gzip).
+import "./codecs.ts";
 import { ConfigError, type ConnectionConfig } from "./config.ts";
 import { log } from "./log.ts";
 import { discoverBrokers, iamTokenProvider, scramSecret } from "./msk-auth.ts";

@@ -187,9 +187,15 @@ describe("the pipeline stack (defaults)", () => {
           PROCESSED_TOPIC: "processed-user-login",
           DLQ_TOPIC: "user-login-dlq",
           PARTIAL_BATCH_RESPONSE: "true",
+          OUTPUT_COMPRESSION: "none",
         }),
       },
     });
+  });
+
+  it("sets OUTPUT_COMPRESSION from processor.outputCompression", () => {
+    const env = processorEnv(pipelineTemplate({ processor: { outputCompression: "zstd" } }));
+    expect(env.OUTPUT_COMPRESSION).toBe("zstd");
   });
 
   it("gives the processor the cluster its event source mapping reads, so it never connects where an event says", () => {
@@ -732,6 +738,14 @@ describe("invalid props fail in the constructor with a clear message", () => {
     [{ generator: { desiredCount: -1 } }, /generator.desiredCount must be a whole number from 0 to 10/],
     [{ generator: { invalidRatio: 2 } }, /generator.invalidRatio must be from 0 to 1, got 2/],
     [{ alarms: { dlqShareThreshold: 0 } }, /alarms.dlqShareThreshold must be in \(0, 1\]/],
+    [
+      { processor: { timeout: Duration.seconds(30) } },
+      /processor.timeout \(seconds\) must be a whole number from 60 to 900, got 30/,
+    ],
+    [
+      { processor: { outputCompression: "brotli" } },
+      /processor.outputCompression must be one of none, gzip, snappy, lz4, zstd, got "brotli"/,
+    ],
   ] as const)("%j", (props, message) => {
     expect(() => pipelineTemplate(props as never)).toThrow(message);
   });

@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MskEvent } from "../../functions/core/msk.ts";
 import { account } from "../../functions/local/accounting.ts";
 import { FAILURE_HEADER, type HarnessOptions, MskEventSourceHarness } from "../../functions/local/harness.ts";
-import { ESM_DEFAULTS, RETRIES_WITH_DESTINATION } from "../../functions/shared/esm.ts";
+import { SEND_RESERVE_MS } from "../../functions/processor/processor.ts";
+import { ESM_DEFAULTS, MIN_PROCESSOR_TIMEOUT_SECONDS, RETRIES_WITH_DESTINATION } from "../../functions/shared/esm.ts";
 import { createProducer } from "../../functions/shared/kafka.ts";
 import { sizeConfigs } from "../../functions/shared/topic-settings.ts";
 import { ensureTopics } from "../../functions/shared/topics.ts";
@@ -97,6 +98,8 @@ describe("the harness's error handling, as deployed", () => {
       onFailureTopic: "user-login-esm-failures",
       functionTimeoutSeconds: 120,
     });
+    // The stack's shortest processor timeout leaves time to write after the sender's reserve.
+    expect(MIN_PROCESSOR_TIMEOUT_SECONDS * 1000).toBeGreaterThan(SEND_RESERVE_MS + 10_000);
   });
 
   it("bisects a failing batch down to the poison record, parks it after its retries with its bytes, processes the rest", async () => {

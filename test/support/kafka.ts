@@ -2,7 +2,7 @@
  * Test helpers on a real broker: unique topics, producing, reading a topic to its end, group lag, polling waits.
  */
 import { randomUUID } from "node:crypto";
-import type { Kafka } from "kafkajs";
+import kafkajs, { CompressionTypes, type Kafka } from "kafkajs";
 import { inject } from "vitest";
 import type { MskEvent } from "../../functions/core/msk.ts";
 import { type HarnessOptions, MskEventSourceHarness } from "../../functions/local/harness.ts";
@@ -15,6 +15,8 @@ import { sizeConfigs } from "../../functions/shared/topic-settings.ts";
 import { ensureTopics, groupLag } from "../../functions/shared/topics.ts";
 
 export { groupLag };
+
+const { CompressionCodecs } = kafkajs;
 
 export function testKafka(clientId = "test"): { kafka: Kafka; brokers: string[] } {
   const brokers = inject("kafkaBrokers").split(",");
@@ -103,16 +105,22 @@ export async function drain(
   return { harness, groupId };
 }
 
-/** Produces records (acks=all) in one request. */
+/** Produces records (acks=all) in one request, compressed with `compression` (none by default). */
 export async function produce(
   kafka: Kafka,
   topic: string,
   records: readonly { key: string | Buffer | null; value: string | Buffer | null }[],
+  compression: CompressionTypes = CompressionTypes.None,
 ): Promise<void> {
   const producer = createProducer(kafka);
   await producer.connect();
   try {
-    await producer.send({ topic, acks: -1, messages: records.map((r) => ({ key: r.key, value: r.value })) });
+    await producer.send({
+      topic,
+      acks: -1,
+      compression,
+      messages: records.map((r) => ({ key: r.key, value: r.value })),
+    });
   } finally {
     await producer.disconnect();
   }
@@ -146,4 +154,43 @@ export function processorFor(topics: PipelineTopics, env: Record<string, string>
     close: container.close,
     container,
   };
+}
+
+type Factory = () => { compress(e: unknown): Promise<Buffer>; decompress(b: Buffer): Promise<Buffer> };
+
+const CODEC_NAMES: Record<number, string> = {
+  [CompressionTypes.GZIP]: "gzip",
+  [CompressionTypes.Snappy]: "snappy",
+  [CompressionTypes.LZ4]: "lz4",
+  [CompressionTypes.ZSTD]: "zstd",
+};
+
+/**
+ * The codecs (by name) of the record batches that kafkajs decompressed while `work` ran, and `work`'s result. kafkajs
+ * picks a fetched batch's codec by the batch's attributes (`lookupCodecByAttributes(attributes)`, attributes & 0x07, in
+ * node_modules/kafkajs/src/protocol/recordBatch/v0/decoder.js) from the factories in `CompressionCodecs`; this counts
+ * those look-ups, so it names what is on the wire. An uncompressed batch looks up none.
+ */
+export async function codecsOnTheWire<T>(work: () => Promise<T>): Promise<{ codecs: string[]; result: T }> {
+  const factories = CompressionCodecs as unknown as Record<number, Factory>;
+  const originals = { ...factories };
+  const seen = new Set<string>();
+  for (const [type, factory] of Object.entries(originals)) {
+    factories[Number(type)] = () => {
+      const codec = factory();
+      return {
+        compress: (encoder) => codec.compress(encoder),
+        decompress: (buffer) => {
+          seen.add(CODEC_NAMES[Number(type)] as string);
+          return codec.decompress(buffer);
+        },
+      };
+    };
+  }
+  try {
+    const result = await work();
+    return { codecs: [...seen].sort(), result };
+  } finally {
+    Object.assign(factories, originals);
+  }
 }

@@ -295,7 +295,12 @@ describe("processor configuration", () => {
       partialBatchResponse: false,
       produceChunkBytes: 1048576,
       maxMessageBytes: { processed: 1048588, deadLetter: 2097152 },
+      outputCompression: "none",
     });
+  });
+
+  it.each(["none", "gzip", "snappy", "lz4", "zstd", " ZSTD "])("reads OUTPUT_COMPRESSION=%j", (value) => {
+    expect(loadProcessorConfig({ OUTPUT_COMPRESSION: value }).outputCompression).toBe(value.trim().toLowerCase());
   });
 
   it.each([
@@ -310,6 +315,10 @@ describe("processor configuration", () => {
     ],
     [{ DLQ_MAX_MESSAGE_BYTES: "2MB" }, /DLQ_MAX_MESSAGE_BYTES must be a whole number from 1024 to 16777216/],
     [{ PROCESSED_MAX_MESSAGE_BYTES: "0" }, /PROCESSED_MAX_MESSAGE_BYTES must be a whole number from 1024/],
+    [
+      { OUTPUT_COMPRESSION: "brotli" },
+      /OUTPUT_COMPRESSION must be one of none, gzip, snappy, lz4, zstd, got "brotli": set it to one of them/,
+    ],
   ])("rejects %j with a message naming the variable", (env, message) => {
     expect(() => loadProcessorConfig(env)).toThrow(message);
   });

@@ -95,6 +95,32 @@ describe("kafkaSender", () => {
     ]);
   });
 
+  it("sends with the configured codec (OUTPUT_COMPRESSION), an output over its limit still alone and gzip-compressed", async () => {
+    const big = output(0, 2, "y".repeat(10_000));
+    const { slot, calls } = fakeSlot(() => undefined);
+    const sender = kafkaSender(slot, limits, {}, { compression: CompressionTypes.ZSTD });
+    const result = await sender.send([valid(0, 1), big, valid(0, 3), valid(0, 4)]);
+    expect(result).toEqual({ written: 4, unwritten: [], error: undefined });
+    expect(calls.map((c) => [c.offsets, c.compression])).toEqual([
+      [["processed:1"], CompressionTypes.ZSTD],
+      [["dlq:2"], CompressionTypes.GZIP],
+      [["processed:3", "processed:4"], CompressionTypes.ZSTD],
+    ]);
+  });
+
+  it("falls back to gzip for an output the broker refuses as too large with the configured codec", async () => {
+    const tooLarge = Object.assign(new Error("too large"), { type: "MESSAGE_TOO_LARGE" });
+    const { slot, calls } = fakeSlot((call) => (call.compression === CompressionTypes.LZ4 ? tooLarge : undefined));
+    const sender = kafkaSender(slot, limits, { backoffMs: 1 }, { compression: CompressionTypes.LZ4 });
+    const result = await sender.send([valid(0, 1)]);
+    expect(result).toEqual({ written: 1, unwritten: [], error: undefined });
+    expect(calls.map((c) => [c.offsets, c.compression])).toEqual([
+      [["processed:1"], CompressionTypes.LZ4],
+      [["processed:1"], CompressionTypes.LZ4],
+      [["processed:1"], CompressionTypes.GZIP],
+    ]);
+  });
+
   it("holds up only the source partition of an output the broker refuses as too large", async () => {
     const tooLarge = Object.assign(new Error("too large"), { type: "MESSAGE_TOO_LARGE" });
     const big = output(0, 2, "z".repeat(10_000));

@@ -12,17 +12,18 @@
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Kafka } from "kafkajs";
-import { type DeadLetter, dlqStats, peekLine, readDeadLetters, redrive } from "../local/dlq.ts";
-import { readTopic } from "../local/read-topic.ts";
+import { type DeadLetter, dlqStats, type PeekLine, peekLine, readDeadLetters, redrive } from "../local/dlq.ts";
+import { readTopic, type TopicRecord } from "../local/read-topic.ts";
 import { topicOverview } from "../local/topic-overview.ts";
 import type { PipelineSample, PipelineSource } from "./pipeline-metrics.ts";
 
 const WEB_DIR = join(dirname(fileURLToPath(import.meta.url)), "web");
-const UPLOT_DIR = join(dirname(fileURLToPath(import.meta.resolve("uplot"))));
+const UPLOT_DIR = dirname(createRequire(import.meta.url).resolve("uplot"));
 
 /** The only files served: name -> path and type. */
 const ASSETS: Record<string, { path: string; type: string }> = {
@@ -144,9 +145,22 @@ function sameToken(given: string | string[] | undefined, token: string): boolean
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** A dead letter for the page: masked as dlq peek masks it, with its code and reason. */
+/** Characters of a value a page shows; a record can hold a megabyte. */
+export const MAX_VALUE_CHARS = 4000;
+
+/** A record for the page: masked as dlq peek masks it, its value cut to MAX_VALUE_CHARS. */
+function recordLine(record: TopicRecord, unmask: boolean): PeekLine {
+  const line = peekLine(record, unmask);
+  if (line.value !== null && line.value.length > MAX_VALUE_CHARS) {
+    const more = line.value.length - MAX_VALUE_CHARS;
+    line.value = `${line.value.slice(0, MAX_VALUE_CHARS)}… (${more} more characters)`;
+  }
+  return line;
+}
+
+/** A dead letter for the page, with its code and reason. */
 const letterLine = (letter: DeadLetter, unmask: boolean) => ({
-  ...peekLine(letter, unmask),
+  ...recordLine(letter, unmask),
   code: letter.code,
   message: letter.message,
 });
@@ -206,8 +220,7 @@ export async function startConsole(options: ConsoleOptions): Promise<ConsoleServ
       sampling = false;
     }
   };
-  const timer = setInterval(() => void tick(), options.sampleIntervalMs ?? 1000);
-  void tick();
+  let timer: NodeJS.Timeout | undefined;
 
   let port = 0;
   const allowedHosts = () => new Set([...LOOPBACK, host].map((h) => `${h.includes(":") ? `[${h}]` : h}:${port}`));
@@ -310,7 +323,7 @@ export async function startConsole(options: ConsoleOptions): Promise<ConsoleServ
       const records = (await readTopic(kafka, topic, 15_000, limit))
         .sort((a, b) => b.timestamp - a.timestamp || b.offset - a.offset)
         .slice(0, limit);
-      return sendJson(res, 200, { topic, records: records.map((record) => peekLine(record, unmask)) });
+      return sendJson(res, 200, { topic, records: records.map((record) => recordLine(record, unmask)) });
     }
     if (path === "/api/dlq") {
       const code = query.get("code") || undefined;
@@ -355,10 +368,11 @@ export async function startConsole(options: ConsoleOptions): Promise<ConsoleServ
       server.listen(options.port ?? 8080, host, () => resolve());
     });
   } catch (error) {
-    clearInterval(timer);
     await pipeline.close();
     throw error;
   }
+  timer = setInterval(() => void tick(), options.sampleIntervalMs ?? 1000);
+  void tick();
   port = (server.address() as AddressInfo).port;
   const shown = host.includes(":") ? `[${host}]` : host;
   let closing: Promise<void> | undefined;

@@ -54,10 +54,6 @@ async function postJson(path, value) {
 }
 
 const fmt = (n) => (n === null || n === undefined ? "n/a" : Number(n).toLocaleString("en-US"));
-new Date(ms)
-  .toISOString()
-  .replace("T", " ")
-  .replace(/\.\d+Z$/, "Z");
 
 let config;
 
@@ -380,7 +376,7 @@ async function loadDlq() {
       const current = select.value;
       select.replaceChildren(
         h("option", { value: "" }, "(any)"),
-        codes.map(([c]) => h("option", { value: c, selected: c === current }, c)),
+        ...codes.map(([c]) => h("option", { value: c, selected: c === current }, c)),
       );
     }
     fillTable(

@@ -102,6 +102,9 @@ async function openPage(url: string): Promise<Page> {
 }
 
 beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does; no browser is downloaded)`);
+  }
   mkdirSync(ARTIFACTS, { recursive: true });
   topics = await createTopicTrio(kafka);
   groupId = `console-${randomUUID()}`;

@@ -319,7 +319,7 @@ function recordRows(records, withCode) {
       h("td", {}, r.key ?? "(none)"),
       h(
         "td",
-        {},
+        { class: "headers" },
         Object.entries(r.headers).map(([name, value]) => h("div", {}, `${name}: ${value}`)),
       ),
       h("td", { class: "value" }, r.value ?? "(null)"),

@@ -316,7 +316,7 @@ function recordRows(records, withCode) {
       withCode ? h("td", {}, h("span", { class: "code" }, r.code), h("div", {}, r.message)) : null,
       h("td", { class: "num" }, `${r.partition} / ${r.offset}`),
       h("td", {}, r.timestamp),
-      h("td", {}, r.key ?? "(none)"),
+      h("td", { class: "key" }, r.key ?? "(none)"),
       h(
         "td",
         { class: "headers" },

@@ -110,7 +110,15 @@ export function offsetsSource(options: OffsetsSourceOptions): PipelineSource {
   return {
     kind: "offsets",
     async sample() {
-      starting ??= start();
+      // A failed start (the broker away, the DLQ not created yet) is tried again at the next sample.
+      starting ??= start().catch(async (error: unknown) => {
+        await tail?.disconnect().catch(() => {});
+        await admin?.disconnect().catch(() => {});
+        tail = undefined;
+        admin = undefined;
+        starting = undefined;
+        throw error;
+      });
       await starting;
       const [sourceEnds, processedEnds, dlqEnds, committed] = await Promise.all([
         endOffsets(topics.source),

@@ -316,7 +316,9 @@ export async function startConsole(options: ConsoleOptions): Promise<ConsoleServ
       const admin = kafka.admin();
       await admin.connect();
       try {
-        if (!(await admin.listTopics()).includes(topic)) throw new HttpError(404, "no such topic");
+        // Kafka's own topics (__consumer_offsets) are not shown, as on the topics page.
+        if (topic.startsWith("__") || !(await admin.listTopics()).includes(topic))
+          throw new HttpError(404, "no such topic");
       } finally {
         await admin.disconnect();
       }

@@ -20,6 +20,7 @@ import { runGenerator } from "../../functions/generator/run.ts";
 import { readDeadLetters } from "../../functions/local/dlq.ts";
 import { REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
 import { MskEventSourceHarness } from "../../functions/local/harness.ts";
+import { ensureTopics } from "../../functions/shared/topics.ts";
 import {
   createTopicTrio,
   type PipelineTopics,
@@ -362,6 +363,7 @@ describe("the console in a browser", () => {
       (await rawRequest(server.url, { headers: { host: `evil.example:${server.port}` } })).status,
       "DNS rebinding: a foreign Host is refused",
     ).toBe(421);
+    expect((await rawRequest(`${server.url}api/records?topic=__consumer_offsets`, {})).status).toBe(404);
     // With the token a dry run passes: the refusals above were about the token, origin and method.
     const ok = await rawRequest(url, {
       method: "POST",
@@ -408,6 +410,38 @@ describe("the console in a browser", () => {
       await readOnly.close();
     }
     expect(external).toEqual([]);
+  });
+
+  it("on a cluster without the pipeline's topics yet, says the signals are unavailable, and recovers once they exist", async () => {
+    const id = randomUUID().slice(0, 8);
+    const missing = {
+      source: `user-login-${id}`,
+      processed: `processed-user-login-${id}`,
+      deadLetter: `user-login-dlq-${id}`,
+    };
+    const early = await startConsole({
+      kafka,
+      topics: missing,
+      groupId,
+      pipeline: offsetsSource({ kafka, topics: missing, groupId }),
+      port: 0,
+      sampleIntervalMs: 300,
+    });
+    try {
+      const pipeline = async () =>
+        (await (await fetch(`${early.url}api/pipeline`)).json()) as { samples: unknown[]; problem: string | null };
+      await waitFor("the problem to be reported", async () => (await pipeline()).problem !== null, 15_000);
+      expect((await pipeline()).samples).toEqual([]);
+      await ensureTopics(kafka, [
+        { topic: missing.source, numPartitions: 2 },
+        { topic: missing.processed, numPartitions: 2 },
+        { topic: missing.deadLetter },
+      ]);
+      await waitFor("samples once the topics exist", async () => (await pipeline()).samples.length > 0, 15_000);
+      expect((await pipeline()).problem).toBeNull();
+    } finally {
+      await early.close();
+    }
   });
 
   it("writes no record value, key or personal field to its log", () => {

@@ -16,6 +16,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { App } from "aws-cdk-lib";
 import type { Kafka } from "kafkajs";
+import { harnessSource } from "../functions/console/pipeline-metrics.ts";
+import {
+  ConsolePortInUseError,
+  type ConsoleServer,
+  checkPortFree,
+  exposureWarning,
+  startConsole,
+} from "../functions/console/server.ts";
 import { kafkaSink, producerSlot } from "../functions/generator/main.ts";
 import { GeneratorModel } from "../functions/generator/model.ts";
 import { runGenerator } from "../functions/generator/run.ts";
@@ -55,6 +63,8 @@ const USAGE = `usage: npm start -- [flags]
   --partitions N       partitions of each topic it creates (default: 3)
   --batch-size N       records per invocation, 1..${MAX_BATCH_SIZE} (default: 100)
   --batch-window-ms N  longest wait to fill a batch (default: 500)
+  --console-port N     serve the web console on this port (default: 8080; 0 turns it off)
+  --console-host H     address the console binds (default: 127.0.0.1; anything else is reachable from other machines)
   --enforce-iam        the embedded broker enforces the stack's IAM policies as ACLs (synthesized from lib/), and each
                        component connects as its own role's principal (SCRAM); prints which role each runs as
 Uses KAFKA_BROKERS when set; otherwise starts an embedded Kafka broker.`;
@@ -217,6 +227,8 @@ runMain(async () => {
       "batch-size": { type: "string" },
       "batch-window-ms": { type: "string" },
       "enforce-iam": { type: "boolean" },
+      "console-port": { type: "string" },
+      "console-host": { type: "string" },
     },
     USAGE,
   );
@@ -229,6 +241,14 @@ runMain(async () => {
   const batchSize = intFlag(flags["batch-size"], "batch-size", 100, 1, MAX_BATCH_SIZE);
   const batchWindowMs = intFlag(flags["batch-window-ms"], "batch-window-ms", 500, 0, 300_000);
   const topics = loadTopics(process.env);
+  const consolePort = intFlag(flags["console-port"], "console-port", 8080, 0, 65535);
+  const consoleHost = flags["console-host"] ?? "127.0.0.1";
+  const portInUse = (error: unknown) => {
+    if (!(error instanceof ConsolePortInUseError)) throw error;
+    throw new UsageError(`${error.message}: choose another with --console-port N (0 turns the console off)`);
+  };
+  // Before the broker starts: a taken port fails the start at once.
+  if (consolePort > 0) await checkPortFree(consoleHost, consolePort).catch(portInUse);
   // A forced Ctrl-C (again, 5 s after the first) still says what was done; the broker goes with the process.
   let summary = () => {};
   const stopping = untilSignal(() => summary());
@@ -314,6 +334,25 @@ runMain(async () => {
   console.error(
     `pipeline running: ${rate} events/s -> ${topics.source} -> processor -> ${topics.processed} | ${topics.deadLetter}. Ctrl-C stops.`,
   );
+  // The web console, fed by the harness's live stats (functions/console/); redrive allowed: this is the local pipeline.
+  let consoleServer: ConsoleServer | undefined;
+  if (consolePort > 0) {
+    const { kafka: consoleKafka, brokers: consoleBrokers } = await connect("operator", "user-login-console");
+    consoleServer = await startConsole({
+      kafka: consoleKafka,
+      topics,
+      groupId: groupId ?? "user-login-processor",
+      pipeline: harnessSource(harness.stats, () => generated),
+      host: consoleHost,
+      port: consolePort,
+      allowRedrive: true,
+      cluster: consoleBrokers.join(","),
+      log: (line) => console.error(line),
+    }).catch(portInUse);
+    const warning = exposureWarning(consoleHost, true);
+    if (warning) console.error(warning);
+    console.error(`console: ${consoleServer.url} (Pipeline, Topics, Dead letters; --console-port 0 turns it off)`);
+  }
   const progress = startProgress(harness.stats, () => generated);
   let progressRunning = true;
   const stopProgress = () => {
@@ -332,6 +371,7 @@ runMain(async () => {
   await producer.close();
   stopProgress();
   console.error("stopping...");
+  await consoleServer?.close();
   await harness.stop();
   await handler.close();
   await broker?.destroy();

@@ -121,8 +121,11 @@ function maskHeader(name: string, text: string): string {
   return text === "" ? "" : maskString(text);
 }
 
-/** A dead letter for display: headers, key and the decoded value (personal data masked unless `unmask`). */
-export function peekLine(letter: DeadLetter, unmask: boolean): PeekLine {
+/**
+ * A dead letter (or any record: the console shows every topic so) for display: headers, key and the decoded value,
+ * personal data masked unless `unmask`.
+ */
+export function peekLine(letter: TopicRecord, unmask: boolean): PeekLine {
   let value: string | null = null;
   if (letter.value !== null) {
     try {

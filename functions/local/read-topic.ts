@@ -38,8 +38,16 @@ export function headerText(headers: TopicHeaders, name: string): string | undefi
   return last === undefined ? undefined : last === null ? "" : last.toString();
 }
 
-/** Reads until the end offsets; fails only when nothing arrives for `idleTimeoutMs` (large topics take long). */
-export async function readTopic(kafka: Kafka, topic: string, idleTimeoutMs = 30_000): Promise<TopicRecord[]> {
+/**
+ * Reads until the end offsets; fails only when nothing arrives for `idleTimeoutMs` (large topics take long). With
+ * `lastPerPartition`, only that many records at the end of each partition (a topic's latest records, for the console).
+ */
+export async function readTopic(
+  kafka: Kafka,
+  topic: string,
+  idleTimeoutMs = 30_000,
+  lastPerPartition?: number,
+): Promise<TopicRecord[]> {
   const admin = kafka.admin();
   await admin.connect();
   const records: TopicRecord[] = [];
@@ -48,6 +56,13 @@ export async function readTopic(kafka: Kafka, topic: string, idleTimeoutMs = 30_
     const ends = await admin.fetchTopicOffsets(topic);
     const remaining = new Map(
       ends.filter((p) => Number(p.high) > Number(p.low)).map((p) => [p.partition, Number(p.high)] as const),
+    );
+    const starts = new Map(
+      ends.map((p) => {
+        const low = Number(p.low);
+        const from = lastPerPartition === undefined ? low : Math.max(low, Number(p.high) - lastPerPartition);
+        return [p.partition, from] as const;
+      }),
     );
     if (remaining.size === 0) return records;
     const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 100 });
@@ -75,7 +90,7 @@ export async function readTopic(kafka: Kafka, topic: string, idleTimeoutMs = 30_
           eachMessage: async ({ partition, message }) => {
             const end = remaining.get(partition);
             const offset = Number(message.offset);
-            if (end === undefined || offset >= end) return;
+            if (end === undefined || offset >= end || offset < (starts.get(partition) ?? 0)) return;
             clearTimeout(timer);
             timer = idle();
             records.push({
@@ -93,6 +108,12 @@ export async function readTopic(kafka: Kafka, topic: string, idleTimeoutMs = 30_
             }
           },
         });
+        // A seek takes effect once run() has the partitions: the reader then starts at each partition's tail.
+        if (lastPerPartition !== undefined) {
+          for (const [partition, offset] of starts) {
+            if (remaining.has(partition)) consumer.seek({ topic, partition, offset: String(offset) });
+          }
+        }
       });
     } finally {
       await consumer.disconnect();

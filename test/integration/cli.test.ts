@@ -220,7 +220,8 @@ describe("npm start", () => {
       PROCESSED_TOPIC: `processed-user-login-${id}`,
       DLQ_TOPIC: `user-login-dlq-${id}`,
     };
-    const child = startCli("start.ts", ["--rate", "200", "--batch-window-ms", "100"], env);
+    // No console: 8080 may be taken, and the console's own test covers it.
+    const child = startCli("start.ts", ["--rate", "200", "--batch-window-ms", "100", "--console-port", "0"], env);
     const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
     await waitFor("the pipeline to start", () => child.output().includes("pipeline running"), 60_000);
     await new Promise((resolve) => setTimeout(resolve, 3000));
@@ -239,7 +240,10 @@ describe("npm start", () => {
 
   it("survives a terminal's double Ctrl-C on its embedded broker: summary, exit 0, no broker or process left", async () => {
     // tsx as `npm start` runs it (npm's own layers are in the npm run kafka test): its status is the program's.
-    const run = startInGroup(TSX, [join(REPO_ROOT, "bin", "start.ts"), "--rate", "100", "--batch-window-ms", "100"]);
+    const run = startInGroup(TSX, [
+      join(REPO_ROOT, "bin", "start.ts"),
+      ...["--rate", "100", "--batch-window-ms", "100", "--console-port", "0"],
+    ]);
     const pgid = run.child.pid as number;
     await waitFor("the pipeline to start", () => run.output().includes("pipeline running"), 90_000);
     await new Promise((resolve) => setTimeout(resolve, 1500));

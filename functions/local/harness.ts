@@ -107,6 +107,8 @@ export interface HarnessOptions {
   readonly onFailureTopic?: string | null;
   /** An invocation still running after this long is a failure (Lambda's function timeout). @default 120000 */
   readonly timeoutMs?: number;
+  /** Told of each failed write to the on-failure topic (which is retried): e.g. an authorization refusal. */
+  readonly onFailureTopicError?: (error: unknown) => void;
   /** The function: gets the event and its timeout, returns its response or throws. */
   readonly invoke: (event: MskEvent, timeoutMs: number) => Promise<unknown>;
 }
@@ -597,6 +599,7 @@ export class MskEventSourceHarness {
         attempt = 0;
       } catch (error) {
         attempt++;
+        this.options.onFailureTopicError?.(error);
         log("ERROR", "writing to the on-failure topic failed; retrying", {
           failureTopic: topic,
           error: error instanceof Error ? error.message : String(error),

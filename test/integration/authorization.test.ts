@@ -13,6 +13,7 @@ import { readFileSync } from "node:fs";
 import type { CloudFormationCustomResourceEvent } from "aws-lambda";
 import type { Admin, Consumer, Kafka } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { MskEvent } from "../../functions/core/msk.ts";
 import { kafkaSink, producerSlot } from "../../functions/generator/main.ts";
 import { GeneratorModel } from "../../functions/generator/model.ts";
 import { dlqStats, readDeadLetters, redrive } from "../../functions/local/dlq.ts";
@@ -60,6 +61,8 @@ const [SOURCE, PROCESSED, DLQ] = [
   topicNames.find((t) => t.startsWith("processed")) as string,
   topicNames.find((t) => t.endsWith("-dlq")) as string,
 ];
+/** The event source mapping's on-failure destination (kafka://...), written with the function's role. */
+const ESM_FAILURES = String(stack.processor.onFailureTopic);
 const GROUP = stack.processor.groupId;
 const REDRIVE_GROUP = `${DLQ}-redrive`;
 
@@ -105,17 +108,6 @@ const NOT_EXERCISED: { component: Component | "*"; grant: (g: Grant) => boolean;
     why:
       'Lambda\'s pollers need it (Lambda Developer Guide, "Configuring Amazon MSK event sources for Lambda", IAM ' +
       "role-based authentication); the local harness does not describe the cluster's configuration",
-  },
-  {
-    component: "processor",
-    grant: (g) =>
-      stack.processor.onFailureTopic !== undefined &&
-      g.acl?.resourceType === "TOPIC" &&
-      g.acl.resourceName === stack.processor.onFailureTopic,
-    why:
-      `only the event source mapping's on-failure destination (kafka://${stack.processor.onFailureTopic}) writes ` +
-      "there, with the function's role (Lambda Developer Guide, MSK permissions for on-failure destinations); the " +
-      "local harness does not emulate it",
   },
 ];
 
@@ -350,16 +342,24 @@ type Prepare = (admin: Admin) => Promise<(user: string) => Promise<void>>;
 
 /**
  * The processor behind the emulated event source mapping, both as the principal (the function role; the mapping
- * polls with it too): one valid and one invalid record in, one processed and one dead letter out (through the
- * processor's own sender and createProducer, idempotent or not as that is), offsets committed by the mapping's group.
+ * polls and writes its on-failure destination with it too): one valid and one invalid record in, one processed and one
+ * dead letter out (through the processor's own sender and createProducer, idempotent or not as that is), and a record
+ * the function always fails parked on the failure topic after its retries; offsets committed by the mapping's group.
  */
 const processorJob: Prepare = async (admin) => {
   await ensurePipelineTopics(admin);
-  const before = { processed: await endOffset(admin, PROCESSED), deadLetter: await endOffset(admin, DLQ) };
+  const before = {
+    processed: await endOffset(admin, PROCESSED),
+    deadLetter: await endOffset(admin, DLQ),
+    parked: await endOffset(admin, ESM_FAILURES),
+  };
   await produceAsAdmin(SOURCE, [
     { key: "valid", value: JSON.stringify(validLogin()) },
     { key: "invalid", value: "not json" },
+    { key: "poison", value: JSON.stringify(validLogin()) },
   ]);
+  const poison = Buffer.from("poison").toString("base64");
+  const hasPoison = (event: MskEvent) => Object.values(event.records).some((rs) => rs.some((r) => r.key === poison));
   return async (user) => {
     const config = loadProcessorConfig({
       ...scramEnv(user),
@@ -378,8 +378,13 @@ const processorJob: Prepare = async (admin) => {
       topic: SOURCE,
       groupId: GROUP,
       batchWindowMs: 50,
-      retryBackoffMs: 60_000,
+      // Bisect isolates the poison record; one retry, then it is parked (any other failure fails the job at once).
+      retryAttempts: 1,
+      retryBackoffMs: 50,
+      onFailureTopic: ESM_FAILURES,
+      onFailureTopicError: crashed.fail,
       invoke: async (event) => {
+        if (hasPoison(event)) throw new Error("the function always fails this record");
         try {
           return await handler(event, lambdaContext());
         } catch (error) {
@@ -394,7 +399,8 @@ const processorJob: Prepare = async (admin) => {
         while (
           (await sourceLag(admin)) !== 0 ||
           (await endOffset(admin, PROCESSED)) <= before.processed ||
-          (await endOffset(admin, DLQ)) <= before.deadLetter
+          (await endOffset(admin, DLQ)) <= before.deadLetter ||
+          (await endOffset(admin, ESM_FAILURES)) <= before.parked
         ) {
           await new Promise((resolve) => setTimeout(resolve, 100));
         }

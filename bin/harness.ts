@@ -155,9 +155,11 @@ runMain(async () => {
   await harness.start();
   console.error(`harness: consuming ${brokers.join(",")}, running on Node.js ${process.version}; Ctrl-C stops.`);
   stopProgress = startProgress(harness.stats);
-  await stopping;
+  // A consumer that crashed for good consumes nothing more: stop with an error instead of idling.
+  const crash = await Promise.race([stopping.then(() => undefined), harness.crashed]);
   stopProgress();
   await harness.stop();
   await handler.close();
   console.error(summaryText(harness.stats));
+  if (crash) throw new Error(`the harness's Kafka consumer crashed: ${crash.message}`);
 });

@@ -365,7 +365,7 @@ runMain(async () => {
     console.error(summaryText(harness.stats));
   };
 
-  await Promise.race([stopping, generating]);
+  const crash = await Promise.race([stopping.then(() => undefined), generating.then(() => undefined), harness.crashed]);
   generatorStop.abort();
   await generating.catch((error: unknown) => console.error(`generator stopped: ${(error as Error).message}`));
   await producer.close();
@@ -376,4 +376,5 @@ runMain(async () => {
   await handler.close();
   await broker?.destroy();
   summary();
+  if (crash) throw new Error(`the event source mapping's Kafka consumer crashed: ${crash.message}`);
 });

@@ -198,6 +198,13 @@ interface Share {
   readonly settle: (outcome: Outcome) => void;
 }
 
+/** What a partition paused for a retry still has to deliver: offset ranges [from, to) with their spent attempts. */
+interface RetryState {
+  readonly segments: readonly { from: number; to: number; attempts: number; error?: string }[];
+  /** Failed writes to the failure topic in a row, for their backoff. */
+  readonly parkFailures: number;
+}
+
 /** A run of a partition's fetched records still to deliver, with the invocations that already failed it. */
 interface Segment {
   from: number;
@@ -216,8 +223,16 @@ const REVOKING = new Set([
   "UNKNOWN_MEMBER_ID",
 ]);
 
-/** Reads Lambda's Kafka partial batch response: partition id -> first failed offset. */
-function failedOffsets(response: unknown): Map<string, number> | "invalid" {
+/**
+ * Reads Lambda's Kafka partial batch response: partition id -> first failed offset. "invalid" (a function error: the
+ * whole batch fails, nothing is committed) for anything but a list of `{ itemIdentifier: { partition, offset } }` whose
+ * partition is one of the event's and whose offset (a number, or a string of digits) is one of that partition's
+ * records: a response that names records the batch does not hold cannot say which of its own succeeded.
+ */
+function failedOffsets(
+  response: unknown,
+  delivered: ReadonlyMap<string, ReadonlySet<number>>,
+): Map<string, number> | "invalid" {
   const failures = new Map<string, number>();
   if (response === null || typeof response !== "object" || !("batchItemFailures" in response)) return failures;
   const items = (response as { batchItemFailures: unknown }).batchItemFailures;
@@ -225,8 +240,10 @@ function failedOffsets(response: unknown): Map<string, number> | "invalid" {
   if (!Array.isArray(items)) return "invalid";
   for (const item of items) {
     const id = item?.itemIdentifier;
-    if (typeof id?.partition !== "string" || !Number.isInteger(Number(id?.offset))) return "invalid";
-    const offset = Number(id.offset);
+    const raw: unknown = id?.offset;
+    const offset =
+      typeof raw === "number" ? raw : typeof raw === "string" && /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+    if (typeof id?.partition !== "string" || !delivered.get(id.partition)?.has(offset)) return "invalid";
     const known = failures.get(id.partition);
     if (known === undefined || offset < known) failures.set(id.partition, offset);
   }
@@ -286,8 +303,17 @@ export class MskEventSourceHarness {
   private revoked: Error | undefined;
   /** eachBatch calls still delivering (not yet stopped for a rebalance). */
   private delivering = 0;
+  /** Per partition, what a paused partition still has to deliver, by offset, with the attempts already spent. */
+  private readonly retrying = new Map<string, RetryState>();
+  private readonly resumeTimers = new Set<NodeJS.Timeout>();
+  /** Resolves when the consumer crashed for good (kafkajs does not restart it): the harness consumes nothing more. */
+  readonly crashed: Promise<Error>;
+  private reportCrash: (error: Error) => void = () => {};
 
   constructor(private readonly options: HarnessOptions) {
+    this.crashed = new Promise<Error>((resolve) => {
+      this.reportCrash = resolve;
+    });
     this.groupId = options.groupId ?? "user-login-processor";
     this.batchSize = checkRange("batch size", options.batchSize ?? 100, 1, MAX_BATCH_SIZE);
     this.batchWindowMs = checkRange("batch window (ms)", options.batchWindowMs ?? 500, 0, MAX_BATCH_WINDOW_MS);
@@ -361,6 +387,14 @@ export class MskEventSourceHarness {
       }
       this.assignment = assigned;
       this.revoked = undefined;
+      // A partition that moved away starts afresh with its next owner (as a poller's retry state stays with it).
+      for (const id of this.retrying.keys()) if (!assigned.has(id)) this.retrying.delete(id);
+    });
+    // kafkajs restarts the consumer after retriable crashes; any other leaves it stopped: say so, loudly.
+    consumer.on(consumer.events.CRASH, ({ payload }) => {
+      if (payload.restart) return;
+      log("ERROR", "the harness's consumer crashed and consumes nothing more", { error: payload.error.message });
+      this.reportCrash(payload.error);
     });
     // Ready once the group is joined and a first fetch came back: positions (e.g. LATEST) are resolved by then.
     const firstFetch = new Promise<void>((resolve) => {
@@ -389,6 +423,8 @@ export class MskEventSourceHarness {
     const consumer = this.consumer;
     this.consumer = undefined;
     if (!consumer) return;
+    for (const timer of this.resumeTimers) clearTimeout(timer);
+    this.resumeTimers.clear();
     const stopping = consumer.stop();
     this.closeOpenBatch();
     await stopping;
@@ -443,30 +479,21 @@ export class MskEventSourceHarness {
       this.stats.recordsCommitted += count;
       this.updateLag();
     };
-    /** Waits `ms`, heartbeating; false when the wait was cut short by a stop or a rebalance. */
-    const pause = async (ms: number) => {
-      const until = Date.now() + ms;
-      let beat = Date.now();
-      while (Date.now() < until && mayDeliver()) {
-        await sleep(Math.min(250, until - Date.now()));
-        if (Date.now() - beat >= 3000) {
-          beat = Date.now();
-          await heartbeat();
-        }
-      }
-      return mayDeliver();
-    };
     this.highWatermarks.set(id, Number(batch.highWatermark));
     this.updateLag();
     const messages = batch.messages;
     const records = messages.map((message) => toMskRecord(topic, partition, message));
-    const isExpired = (i: number) => Date.now() - (records[i] as MskRecord).timestamp > this.maxRecordAgeMs;
+    // A record without a timestamp (-1) has no age: it never expires.
+    const isExpired = (i: number) => {
+      const timestamp = (records[i] as MskRecord).timestamp;
+      return timestamp >= 0 && Date.now() - timestamp > this.maxRecordAgeMs;
+    };
     /** Writes records [from, to) to the failure topic (or discards them) and commits past them. */
     const park = async (from: number, to: number, reason: ParkReason, attempts: number, error?: string) => {
       const parked = messages
         .slice(from, to)
         .map((m) => parkedMessage(m, { topic, partition }, reason, attempts, error));
-      if (!(await this.writeFailures(parked, pause))) return false;
+      if (!(await this.writeFailures(parked))) return false;
       if (this.failureTopic) {
         this.stats.parked += to - from;
         this.stats.parkedByReason[reason] = (this.stats.parkedByReason[reason] ?? 0) + (to - from);
@@ -488,14 +515,59 @@ export class MskEventSourceHarness {
       return true;
     };
 
+    const pending = this.resumeSegments(id, records);
+    /**
+     * Ends this call with the partition paused for `delayMs`: what is left (`pending`, with its attempts) is kept by
+     * offset, and the next fetch, from the first uncommitted offset once the pause ends, picks it up. So a partition
+     * that retries or backs off holds up no other: kafkajs fetches again only when every batch of a fetch has returned
+     * (node_modules/kafkajs/src/consumer/fetcher.js, workerQueue.js).
+     */
+    const retryLater = (delayMs: number, parkFailures = 0) => {
+      const after = (i: number) =>
+        i < records.length ? (records[i] as MskRecord).offset : Number(batch.lastOffset()) + 1;
+      this.retrying.set(id, {
+        segments: pending
+          .filter((segment) => segment.from < segment.to)
+          .map((segment) => ({
+            from: (records[segment.from] as MskRecord).offset,
+            to: after(segment.to),
+            attempts: segment.attempts,
+            error: segment.error,
+          })),
+        parkFailures,
+      });
+      const resume = payload.pause();
+      const timer = setTimeout(() => {
+        this.resumeTimers.delete(timer);
+        resume();
+      }, delayMs);
+      this.resumeTimers.add(timer);
+    };
+    const backoff = (attempt: number) =>
+      Math.min((this.options.retryBackoffMs ?? 500) * 2 ** (attempt - 1), this.options.maxRetryBackoffMs ?? 10_000);
+    const parkFailures = this.retrying.get(id)?.parkFailures ?? 0;
+    this.retrying.delete(id);
+    /** Parks, or, when the failure topic refuses, retries later from the same place (never commits past it). */
+    const parkOrRetry = async (from: number, to: number, reason: ParkReason, attempts: number, error?: string) => {
+      if (await park(from, to, reason, attempts, error)) return true;
+      retryLater(backoff(parkFailures + 1), parkFailures + 1);
+      return false;
+    };
+
     this.delivering++;
     let stillDelivering = true;
     try {
-      const pending: Segment[] = [{ from: 0, to: records.length, attempts: 0 }];
       while (pending.length > 0 && mayDeliver()) {
         const segment = pending[0] as Segment;
         if (segment.from >= segment.to) {
           pending.shift();
+          continue;
+        }
+        // Records whose retries are spent (their parking was refused before) go to the failure topic first.
+        if (segment.attempts > this.retryLimit) {
+          const { from, to } = segment;
+          if (!(await parkOrRetry(from, to, "RetryAttemptsExhausted", segment.attempts, segment.error))) break;
+          segment.from = to;
           continue;
         }
         // Records past the maximum age go to the failure topic without an invocation.
@@ -503,7 +575,7 @@ export class MskEventSourceHarness {
         while (segment.from + expired < segment.to && isExpired(segment.from + expired)) expired++;
         if (expired > 0) {
           const from = segment.from;
-          if (!(await park(from, from + expired, "RecordAgeExceeded", segment.attempts, segment.error))) break;
+          if (!(await parkOrRetry(from, from + expired, "RecordAgeExceeded", segment.attempts, segment.error))) break;
           segment.from += expired;
           continue;
         }
@@ -537,8 +609,8 @@ export class MskEventSourceHarness {
         const error = result.kind === "error" ? result.error : "partial batch failure";
         const rest: Segment = { from: last + 1, to: segment.to, attempts: segment.attempts, error: segment.error };
         if (attempts > this.retryLimit) {
-          if (!(await park(failed, last + 1, "RetryAttemptsExhausted", attempts, error))) break;
-          pending.splice(0, 1, rest);
+          // Kept as spent (attempts over the limit): if the failure topic refuses it now, the next try parks it.
+          pending.splice(0, 1, { from: failed, to: last + 1, attempts, error }, rest);
           continue;
         }
         const retry: Segment[] = [];
@@ -550,8 +622,8 @@ export class MskEventSourceHarness {
           retry.push({ from: failed, to: last + 1, attempts, error });
         }
         pending.splice(0, 1, ...retry, rest);
-        const base = this.options.retryBackoffMs ?? 500;
-        if (!(await pause(Math.min(base * 2 ** (attempts - 1), this.options.maxRetryBackoffMs ?? 10_000)))) break;
+        retryLater(backoff(attempts));
+        break;
       }
       if (this.revoked) {
         // This partition's loop has stopped; kafkajs may rejoin once every other one has too.
@@ -568,19 +640,16 @@ export class MskEventSourceHarness {
   /**
    * Writes parked records to the failure topic (nothing without one), in requests that stay under its
    * max.message.bytes (2 MiB, functions/shared/topic-settings.ts); a record that is alone too large is sent
-   * gzip-compressed, as the processor's sender does. Retries until written; false if stopped or revoked first.
+   * gzip-compressed, as the processor's sender does. False when a write failed (the caller retries later from the
+   * first unwritten record's segment; records written before it may be written again: duplicates, never a loss).
    */
-  private async writeFailures(
-    messages: ReturnType<typeof parkedMessage>[],
-    pause: (ms: number) => Promise<boolean>,
-  ): Promise<boolean> {
+  private async writeFailures(messages: ReturnType<typeof parkedMessage>[]): Promise<boolean> {
     const producer = this.failureProducer;
     const topic = this.failureTopic;
     if (!producer || !topic) return true;
     const size = (m: (typeof messages)[number]) =>
       (m.key?.length ?? 0) + (m.value?.length ?? 0) + JSON.stringify(m.headers).length + 64;
     let i = 0;
-    let attempt = 0;
     while (i < messages.length) {
       let end = i + 1;
       let bytes = size(messages[i] as (typeof messages)[number]);
@@ -596,18 +665,41 @@ export class MskEventSourceHarness {
           ...(bytes > 512 * 1024 ? { compression: CompressionTypes.GZIP } : {}),
         });
         i = end;
-        attempt = 0;
       } catch (error) {
-        attempt++;
         this.options.onFailureTopicError?.(error);
-        log("ERROR", "writing to the on-failure topic failed; retrying", {
+        log("ERROR", "writing to the on-failure topic failed; the partition retries after a pause", {
           failureTopic: topic,
           error: error instanceof Error ? error.message : String(error),
         });
-        if (!(await pause(Math.min(500 * 2 ** (attempt - 1), 10_000)))) return false;
+        return false;
       }
     }
     return true;
+  }
+
+  /** The segments of a fetched batch: a paused partition's kept ones (attempts included) first, when it resumes there. */
+  private resumeSegments(id: string, records: readonly MskRecord[]): Segment[] {
+    const state = this.retrying.get(id);
+    const first = records[0]?.offset;
+    const kept = state?.segments ?? [];
+    if (first === undefined || kept.length === 0 || kept[0]?.from !== first) {
+      return [{ from: 0, to: records.length, attempts: 0 }];
+    }
+    const indexOf = (offset: number, from: number) => {
+      let i = from;
+      while (i < records.length && (records[i] as MskRecord).offset < offset) i++;
+      return i;
+    };
+    const segments: Segment[] = [];
+    let at = 0;
+    for (const segment of kept) {
+      const from = indexOf(segment.from, at);
+      const to = indexOf(segment.to, from);
+      if (to > from) segments.push({ from, to, attempts: segment.attempts, error: segment.error });
+      at = to;
+    }
+    if (at < records.length) segments.push({ from: at, to: records.length, attempts: 0 });
+    return segments;
   }
 
   private updateLag(): void {
@@ -722,11 +814,14 @@ export class MskEventSourceHarness {
       error = result.error;
       if (result.timedOut) this.stats.timedOut++;
     } else {
-      failures = failedOffsets(result.response);
+      const delivered = new Map<string, Set<number>>();
+      for (const [id, records] of groups) delivered.set(id, new Set(records.map((r) => r.offset)));
+      failures = failedOffsets(result.response, delivered);
       // Without ReportBatchItemFailures Lambda does not read the response: whatever it returns is a success.
       if (this.options.reportBatchItemFailures === false) failures = new Map();
-      if (failures === "invalid") error = "the function returned a malformed batchItemFailures list";
-      else this.countSummary(result.response, failures.size === 0);
+      if (failures === "invalid") {
+        error = "the function returned a batchItemFailures list that is malformed or names records not in the batch";
+      } else this.countSummary(result.response, failures.size === 0);
     }
     if (failures === "invalid" || failures.size > 0) this.stats.failedInvocations++;
     for (const share of shares) {

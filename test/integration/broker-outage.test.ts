@@ -27,11 +27,17 @@ afterAll(async () => {
 describe("a broker outage during a batch", () => {
   it("fails the invocation, retries it, and loses nothing once the broker is back", async () => {
     const kafka = createKafka({ brokers: [broker.brokers], clientId: "outage-test", retries: 10 });
-    const topics = { source: "user-login", processed: "processed-user-login", deadLetter: "user-login-dlq" };
+    const topics = {
+      source: "user-login",
+      processed: "processed-user-login",
+      deadLetter: "user-login-dlq",
+      esmFailures: "user-login-esm-failures",
+    };
     await ensureTopics(kafka, [
       { topic: topics.source, numPartitions: 2 },
       { topic: topics.processed, numPartitions: 2 },
       { topic: topics.deadLetter, configs: sizeConfigs("deadLetter") },
+      { topic: topics.esmFailures, configs: sizeConfigs("esmFailure") },
     ]);
     const producer = createProducer(kafka);
     await producer.connect();

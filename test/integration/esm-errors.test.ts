@@ -3,7 +3,7 @@
  * ESM_DEFAULTS): retries, bisect on error, maximum record age, the on-failure topic, partial batch responses only when
  * reported, the invocation timeout. Real broker, real handler; each test closes with the accounting of every record.
  */
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MskEvent } from "../../functions/core/msk.ts";
 import { account } from "../../functions/local/accounting.ts";
@@ -256,6 +256,104 @@ describe("the harness's error handling, as deployed", () => {
     });
     expect(harness.stats).toMatchObject({ discarded: 3, parked: 0, recordsCommitted: 3 });
     expect((await account(kafka, topics, groupId)).missing).toHaveLength(3);
+  });
+
+  it("a failure topic that refuses a record holds up only that record's partition, and parks it once it accepts", async () => {
+    const trio = await createTopicTrio(kafka, 2);
+    const esmFailures = `esm-failures-${randomUUID().slice(0, 8)}`;
+    // Smaller than the poison record, which is incompressible: the failure topic refuses it until raised.
+    await ensureTopics(kafka, [{ topic: esmFailures, numPartitions: 1, configs: { "max.message.bytes": "2048" } }]);
+    const topics = { ...trio, esmFailures };
+    const poison = randomBytes(4096);
+    await producer.send({ topic: trio.source, acks: -1, messages: [{ key: "poison", value: poison, partition: 0 }] });
+    const processor = processorFor(topics, { PARTIAL_BATCH_RESPONSE: "true" });
+    const refusals: string[] = [];
+    const groupId = `esm-errors-${randomUUID()}`;
+    const harness = new MskEventSourceHarness({
+      kafka,
+      bootstrapServers: brokers.join(","),
+      topic: trio.source,
+      groupId,
+      batchWindowMs: 50,
+      retryBackoffMs: 10,
+      maxRetryBackoffMs: 200,
+      retryAttempts: 0,
+      onFailureTopic: esmFailures,
+      onFailureTopicError: (error) => refusals.push((error as { type?: string }).type ?? String(error)),
+      invoke: (event, timeoutMs) => {
+        if (offsetsOf(event).length > 0 && Object.keys(event.records).includes(`${trio.source}-0`)) {
+          throw new Error("partition 0's record always fails");
+        }
+        return processor.invoke(event, timeoutMs);
+      },
+    });
+    await harness.start();
+    try {
+      await waitFor("the failure topic to refuse the poison record", () => refusals.length >= 2);
+      // Partition 1 flows meanwhile.
+      await producer.send({
+        topic: trio.source,
+        acks: -1,
+        messages: Array.from({ length: 5 }, (_, i) => ({
+          value: JSON.stringify(validLogin({ user_id: `p1-${i}` })),
+          partition: 1,
+        })),
+      });
+      await waitFor("partition 1 processed", async () => (await readTopic(kafka, trio.processed)).length === 5);
+      expect(await groupLag(kafka, groupId, trio.source)).toBe(1);
+      expect(refusals).toContain("MESSAGE_TOO_LARGE");
+      // Raise the limit: the next retry parks it, byte for byte.
+      const admin = kafka.admin();
+      await admin.connect();
+      await admin.alterConfigs({
+        validateOnly: false,
+        resources: [{ type: 2, name: esmFailures, configEntries: [{ name: "max.message.bytes", value: "2097152" }] }],
+      });
+      await admin.disconnect();
+      await waitFor("the poison record parked", async () => (await groupLag(kafka, groupId, trio.source)) === 0);
+    } finally {
+      await harness.stop();
+      await processor.close();
+    }
+    const parked = await readTopic(kafka, esmFailures);
+    expect(parked.map((r) => r.value?.equals(poison))).toEqual([true]);
+    const accounting = await account(kafka, topics, groupId);
+    expect(accounting).toMatchObject({ inputs: 6, processed: 5, parked: 1, missing: [], orphans: [], lag: 0 });
+  });
+
+  it("never ages out a record without a timestamp (-1): it is invoked like any other", async () => {
+    const topics = await setup(2, (i) => (i === 0 ? -1 : Date.now()));
+    const processor = processorFor(topics, { PARTIAL_BATCH_RESPONSE: "true" });
+    const timestamps: number[] = [];
+    const { harness, groupId, invocations } = await run(topics, {
+      maxRecordAgeSeconds: 60,
+      invoke: (event, timeoutMs) => {
+        for (const records of Object.values(event.records)) timestamps.push(...records.map((r) => r.timestamp));
+        return processor.invoke(event, timeoutMs);
+      },
+    });
+    await processor.close();
+    expect(timestamps[0]).toBe(-1);
+    expect(invocations.flat().sort()).toEqual([0, 1]);
+    expect(harness.stats.parked).toBe(0);
+    expect(await account(kafka, topics, groupId)).toMatchObject({ processed: 2, missing: [], lag: 0 });
+  });
+
+  it("takes a partial batch response naming records not in the batch, or a non-numeric offset, for a function error", async () => {
+    for (const offset of [99, true, ""]) {
+      const topics = await setup(3);
+      const { harness, invocations } = await run(topics, {
+        retryAttempts: 1,
+        bisectBatchOnError: false,
+        invoke: async () => ({ batchItemFailures: [{ itemIdentifier: { partition: `${topics.source}-0`, offset } }] }),
+      });
+      // Failed whole twice (the first try and one retry), then parked: nothing committed as a success.
+      expect(invocations, String(offset)).toEqual([
+        [0, 1, 2],
+        [0, 1, 2],
+      ]);
+      expect(harness.stats.parked).toBe(3);
+    }
   });
 
   it("refuses a missing failure topic at start and the source topic as failure topic, naming the fix", async () => {

@@ -15,6 +15,7 @@ import { EmbeddedKafka, REPO_ROOT } from "../../functions/local/embedded-kafka.t
 import { MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { containerSender, createHandler } from "../../functions/processor/processor.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
+import { ESM_DEFAULTS } from "../../functions/shared/esm.ts";
 import { createKafka, createProducer, ProducerSlot } from "../../functions/shared/kafka.ts";
 import { sizeConfigs } from "../../functions/shared/topic-settings.ts";
 import { ensureTopics } from "../../functions/shared/topics.ts";
@@ -24,6 +25,10 @@ import { groupLag, produce as produceRecords, waitFor } from "../support/kafka.t
 const broker = new EmbeddedKafka({ heap: "768m" });
 beforeAll(async () => {
   await broker.start();
+  // The harness parks records on the deployed on-failure topic after its retries: it must exist here too.
+  await ensureTopics(createKafka({ brokers: [broker.brokers], clientId: "reliability-setup" }), [
+    { topic: ESM_DEFAULTS.onFailureTopic, numPartitions: 1, configs: sizeConfigs("esmFailure") },
+  ]);
 });
 afterAll(async () => {
   await broker.destroy();
@@ -35,6 +40,8 @@ function setup(partialBatchResponse = true) {
     source: `user-login-${id}`,
     processed: `processed-user-login-${id}`,
     deadLetter: `user-login-dlq-${id}`,
+    // Shared by the scenarios; the accounting counts only this source's parked records.
+    esmFailures: ESM_DEFAULTS.onFailureTopic,
   };
   const kafka = createKafka({ brokers: [broker.brokers], clientId: `reliability-${id}`, retries: 10 });
   const config = loadProcessorConfig({

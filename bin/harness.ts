@@ -77,11 +77,6 @@ runMain(async () => {
   if (!flags.brokers && !process.env.KAFKA_BROKERS && !process.env.MSK_CLUSTER_ARN) {
     throw new UsageError(`--brokers is required (or set KAFKA_BROKERS or MSK_CLUSTER_ARN)\n\n${USAGE}`);
   }
-  const connection = loadConnectionConfig({
-    ...process.env,
-    ...(flags.brokers ? { KAFKA_BROKERS: flags.brokers } : {}),
-  });
-  const { kafka, brokers } = await connectKafka(connection, "user-login-esm-harness");
   const startingPosition = choiceFlag<StartingPosition>(
     flags["starting-position"],
     "starting-position",
@@ -117,6 +112,16 @@ runMain(async () => {
   process.env.PARTIAL_BATCH_RESPONSE ??= String(reportBatchItemFailures);
   const timeoutMs =
     intFlag(flags["timeout-s"], "timeout-s", D.functionTimeoutSeconds, 1, MAX_FUNCTION_TIMEOUT_SECONDS) * 1000;
+  const bisectBatchOnError = toggleFlag(flags.bisect, flags["no-bisect"], "bisect", D.bisectBatchOnError);
+  const batchSize = intFlag(flags["batch-size"], "batch-size", 100, 1, MAX_BATCH_SIZE);
+  const batchWindowMs = intFlag(flags["batch-window-ms"], "batch-window-ms", 500, 0, MAX_BATCH_WINDOW_MS);
+  const sessionTimeoutMs = intFlag(flags["session-timeout-ms"], "session-timeout-ms", 30_000, 6000, 300_000);
+  // Every flag checked before anything connects: a bad flag fails at once, naming itself.
+  const connection = loadConnectionConfig({
+    ...process.env,
+    ...(flags.brokers ? { KAFKA_BROKERS: flags.brokers } : {}),
+  });
+  const { kafka, brokers } = await connectKafka(connection, "user-login-esm-harness");
   const handler = await loadHandler(flags.handler);
   const harness = new MskEventSourceHarness({
     kafka,
@@ -125,18 +130,17 @@ runMain(async () => {
     eventSourceArn: connection.clusterArn,
     topic: flags.topic ?? loadTopics(process.env).source,
     groupId: flags.group,
-    batchSize: intFlag(flags["batch-size"], "batch-size", 100, 1, MAX_BATCH_SIZE),
-    batchWindowMs: intFlag(flags["batch-window-ms"], "batch-window-ms", 500, 0, MAX_BATCH_WINDOW_MS),
+    batchSize,
+    batchWindowMs,
     startingPosition,
     startingTimestamp,
-    sessionTimeoutMs: intFlag(flags["session-timeout-ms"], "session-timeout-ms", 30_000, 6000, 300_000),
+    sessionTimeoutMs,
     retryAttempts,
     maxRecordAgeSeconds,
-    bisectBatchOnError: toggleFlag(flags.bisect, flags["no-bisect"], "bisect", D.bisectBatchOnError),
+    bisectBatchOnError,
     reportBatchItemFailures,
     onFailureTopic: onFailureTopic === "none" ? null : onFailureTopic,
-    timeoutMs:
-      intFlag(flags["timeout-s"], "timeout-s", D.functionTimeoutSeconds, 1, MAX_FUNCTION_TIMEOUT_SECONDS) * 1000,
+    timeoutMs,
     invoke: handler.invoke,
   });
   let stopProgress = () => {};

@@ -581,7 +581,9 @@ export class MskEventSourceHarness {
         }
         let end = segment.from + 1;
         while (end < segment.to && !isExpired(end)) end++;
-        const { accepted, outcome } = this.submit(id, records.slice(segment.from, end));
+        // A retry goes alone: a record that failed with another partition's (perhaps poison) record is not put
+        // with it again, so each partition's records succeed or fail on their own.
+        const { accepted, outcome } = this.submit(id, records.slice(segment.from, end), segment.attempts > 0);
         // kafkajs sends a heartbeat at most once per heartbeatInterval (3 s; consumerGroup.js SHARED_HEARTBEAT), so
         // asking every second while waiting, and after every invocation, costs nothing and notices a rebalance soon.
         const beat = setInterval(() => void heartbeat(), 1000);
@@ -712,10 +714,17 @@ export class MskEventSourceHarness {
     this.stats.lag = total;
   }
 
-  /** Adds as many of `records` as fit to the open batch (at least one); resolves when that batch has run. */
-  private submit(id: string, records: MskRecord[]): { accepted: number; outcome: Promise<Outcome> } {
+  /**
+   * Adds as many of `records` as fit to the open batch (at least one); resolves when that batch has run. `alone`: in a
+   * batch of their own (a retry).
+   */
+  private submit(id: string, records: MskRecord[], alone = false): { accepted: number; outcome: Promise<Outcome> } {
     const firstBytes = mskRecordBytes(records[0] as MskRecord);
-    if (this.openCount >= this.batchSize || (this.openCount > 0 && this.openBytes + firstBytes > this.maxBatchBytes)) {
+    if (
+      alone ||
+      this.openCount >= this.batchSize ||
+      (this.openCount > 0 && this.openBytes + firstBytes > this.maxBatchBytes)
+    ) {
       this.closeOpenBatch();
     }
     let accepted = 0;
@@ -733,7 +742,7 @@ export class MskEventSourceHarness {
     this.open.push({ id, records: records.slice(0, accepted), settle });
     this.openCount += accepted;
     this.openBytes += bytes;
-    if (this.openCount >= this.batchSize || this.openBytes >= this.maxBatchBytes || this.batchWindowMs === 0) {
+    if (alone || this.openCount >= this.batchSize || this.openBytes >= this.maxBatchBytes || this.batchWindowMs === 0) {
       this.closeOpenBatch();
     } else {
       this.timer ??= setTimeout(() => this.closeOpenBatch(), this.batchWindowMs);

@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { Socket } from "node:net";
 import { join } from "node:path";
 import { ConfigResourceTypes } from "kafkajs";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, inject, it } from "vitest";
 import { REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
 import { createKafka } from "../../functions/shared/kafka.ts";
 import { createTopicTrio, readTopic, testKafka, waitFor } from "../support/kafka.ts";
@@ -259,6 +259,40 @@ describe("npm start", () => {
     const result = runCli("start.ts", ["--rate", "fast"]);
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/--rate must be a number from 0.1 to 100000, got "fast"/);
+  });
+});
+
+describe("npm run harness", () => {
+  it.each([
+    [["--bisect", "--no-bisect"], /--bisect and --no-bisect contradict each other: give one/],
+    [["--max-record-age-s", "30"], /--max-record-age-s must be -1 or from 60 to 604800, got "30"/],
+    [["--retry-attempts=-2"], /--retry-attempts must be a whole number from -1 to 10000, got "-2"/],
+    [["--timeout-s", "901"], /--timeout-s must be a whole number from 1 to 900, got "901"/],
+    [["--on-failure-topic", ""], /--on-failure-topic needs a topic name, or "none"/],
+    [
+      ["--report-batch-item-failures", "--no-report-batch-item-failures"],
+      /--report-batch-item-failures and --no-report-batch-item-failures contradict each other/,
+    ],
+  ])("rejects %j before connecting, naming the flag", (args, message) => {
+    // An unreachable broker: the flags must fail first, without a connection attempt.
+    const result = runCli("harness.ts", ["--brokers", "127.0.0.1:1", ...args]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(message);
+  });
+
+  it("refuses a missing on-failure topic at start, naming the fix", () => {
+    const result = runCli("harness.ts", [
+      "--brokers",
+      inject("kafkaBrokers"),
+      "--topic",
+      "user-login-esm-failures",
+      "--on-failure-topic",
+      `missing-${randomUUID().slice(0, 8)}`,
+    ]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(
+      /on-failure topic "missing-\w+" does not exist .*create it \(npm run topics -- --create\)/,
+    );
   });
 });
 

@@ -139,6 +139,41 @@ describe("the harness's error handling, as deployed", () => {
     expect(accounting.ok).toBe(true);
   });
 
+  it("retries each partition's share of a failed batch alone, so a poison record does not take others with it", async () => {
+    const trio = await createTopicTrio(kafka, 3);
+    const esmFailures = `esm-failures-${randomUUID().slice(0, 8)}`;
+    await ensureTopics(kafka, [{ topic: esmFailures, numPartitions: 1, configs: sizeConfigs("esmFailure") }]);
+    const topics = { ...trio, esmFailures };
+    await producer.send({
+      topic: trio.source,
+      acks: -1,
+      messages: [0, 1, 2].map((partition) => ({
+        key: partition === 1 ? "poison" : `key-${partition}`,
+        value: JSON.stringify(validLogin({ user_id: `user-${partition}` })),
+        partition,
+      })),
+    });
+    const poison = Buffer.from("poison").toString("base64");
+    const processor = processorFor(topics, { PARTIAL_BATCH_RESPONSE: "true" });
+    const partitionsPerCall: number[] = [];
+    const { harness, groupId } = await run(topics, {
+      retryAttempts: 2,
+      batchWindowMs: 500,
+      invoke: (event, timeoutMs) => {
+        partitionsPerCall.push(Object.keys(event.records).length);
+        if (Object.values(event.records).some((rs) => rs.some((r) => r.key === poison))) throw new Error("poison");
+        return processor.invoke(event, timeoutMs);
+      },
+    });
+    await processor.close();
+    expect(partitionsPerCall[0]).toBe(3);
+    expect(partitionsPerCall.slice(1).every((n) => n === 1)).toBe(true);
+    expect(harness.stats.parked).toBe(1);
+    const parked = await readTopic(kafka, esmFailures);
+    expect(parked.map((r) => r.key?.toString())).toEqual(["poison"]);
+    expect(await account(kafka, topics, groupId)).toMatchObject({ processed: 2, parked: 1, missing: [], lag: 0 });
+  });
+
   it("without bisect retries the whole batch, then parks all of it", async () => {
     const topics = await setup(10);
     const { harness, groupId, invocations } = await run(topics, {

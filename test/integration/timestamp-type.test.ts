@@ -43,6 +43,8 @@ async function recordsFrom(timestampType: "CreateTime" | "LogAppendTime"): Promi
     topic,
     batchSize: 100,
     batchWindowMs: 50,
+    // Records from 2021 are far past the deployed maximum age (1 day), which would park them uninvoked.
+    maxRecordAgeSeconds: -1,
     invoke: async (event) => {
       events.push(event);
       return {};

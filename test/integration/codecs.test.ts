@@ -22,8 +22,7 @@ import { ensureTopics } from "../../functions/shared/topics.ts";
 import {
   codecsOnTheWire,
   createTopicTrio,
-  drain,
-  processorFor,
+  drainWithProcessor,
   produce,
   readTopic,
   testKafka,
@@ -56,14 +55,7 @@ describe.each(CODECS)("a %s-compressed source topic", (codec) => {
     expect(source.codecs).toEqual([codec]);
     expect(source.result).toHaveLength(300);
 
-    const processor = processorFor(topics, { OUTPUT_COMPRESSION: codec });
-    const { groupId } = await drain({
-      topic: topics.source,
-      batchSize: 100,
-      batchWindowMs: 100,
-      invoke: processor.invoke,
-    });
-    await processor.close();
+    const { groupId } = await drainWithProcessor(topics, { env: { OUTPUT_COMPRESSION: codec } });
 
     const valid = records.filter((r) => r.kind === "valid").length;
     expect(valid).toBeGreaterThan(0);
@@ -115,14 +107,7 @@ describe("OUTPUT_COMPRESSION unset", () => {
     const topics = await createTopicTrio(kafka, 2);
     const records = generated(50, 100);
     await produce(kafka, topics.source, records, CompressionTypes.LZ4);
-    const processor = processorFor(topics);
-    const { groupId } = await drain({
-      topic: topics.source,
-      batchSize: 100,
-      batchWindowMs: 100,
-      invoke: processor.invoke,
-    });
-    await processor.close();
+    const { groupId } = await drainWithProcessor(topics);
     const outputs = await codecsOnTheWire(async () => [
       ...(await readTopic(kafka, topics.processed)),
       ...(await readTopic(kafka, topics.deadLetter)),

@@ -10,9 +10,9 @@ import { createProducer } from "../../functions/shared/kafka.ts";
 import {
   createTopicTrio,
   drain,
+  drainWithProcessor,
   type PipelineTopics,
   processorEnvironment,
-  processorFor,
   readTopic,
   testKafka,
   waitFor,
@@ -91,14 +91,7 @@ describe("the local pipeline on a real broker", () => {
     const topics = await createTopicTrio(kafka);
     const inputs = mixedInputs(300);
     await produceInputs(topics.source, inputs);
-    const processor = processorFor(topics);
-    const { harness } = await drain({
-      topic: topics.source,
-      batchSize: 50,
-      batchWindowMs: 100,
-      invoke: processor.invoke,
-    });
-    await processor.close();
+    const { harness } = await drainWithProcessor(topics, { batchSize: 50 });
 
     const source = await readTopic(kafka, topics.source);
     const { processed, dead, bySource } = await outputsBySource(topics);

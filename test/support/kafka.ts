@@ -194,3 +194,21 @@ export async function codecsOnTheWire<T>(work: () => Promise<T>): Promise<{ code
     Object.assign(factories, originals);
   }
 }
+
+/** The real handler (processorFor) behind the emulated ESM until `topics.source` is drained; the handler is closed. */
+export async function drainWithProcessor(
+  topics: PipelineTopics,
+  options: { batchSize?: number; batchWindowMs?: number; env?: Record<string, string> } = {},
+): Promise<{ harness: MskEventSourceHarness; groupId: string }> {
+  const processor = processorFor(topics, options.env);
+  try {
+    return await drain({
+      topic: topics.source,
+      batchSize: options.batchSize ?? 100,
+      batchWindowMs: options.batchWindowMs ?? 100,
+      invoke: processor.invoke,
+    });
+  } finally {
+    await processor.close();
+  }
+}

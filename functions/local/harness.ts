@@ -429,6 +429,8 @@ export class MskEventSourceHarness {
     this.closeOpenBatch();
     await stopping;
     await this.invocations;
+    for (const timer of this.resumeTimers) clearTimeout(timer);
+    this.resumeTimers.clear();
     await consumer.disconnect();
     // A timed-out invocation may still be writing: give it a moment before the caller closes the function's clients.
     await Promise.race([Promise.allSettled([...this.lingering]), sleep(5000)]);
@@ -523,6 +525,8 @@ export class MskEventSourceHarness {
      * (node_modules/kafkajs/src/consumer/fetcher.js, workerQueue.js).
      */
     const retryLater = (delayMs: number, parkFailures = 0) => {
+      // Stopping: nothing to pause or resume (a timer would only keep the process alive); the next run refetches.
+      if (!isRunning() || this.consumer === undefined) return;
       const after = (i: number) =>
         i < records.length ? (records[i] as MskRecord).offset : Number(batch.lastOffset()) + 1;
       this.retrying.set(id, {
@@ -541,6 +545,7 @@ export class MskEventSourceHarness {
         this.resumeTimers.delete(timer);
         resume();
       }, delayMs);
+      timer.unref();
       this.resumeTimers.add(timer);
     };
     const backoff = (attempt: number) =>

@@ -105,8 +105,7 @@ export function lz4Frame(data: Buffer): Buffer {
   const table = new Uint32Array(1 << 16);
   for (let start = 0; start < data.length; start += LZ4_BLOCK_BYTES) {
     const block = data.subarray(start, Math.min(start + LZ4_BLOCK_BYTES, data.length));
-    table.fill(0);
-    const size = compressBlock(block, out.subarray(at + 4), 0, block.length, table);
+    const size = lz4Block(block, out.subarray(at + 4), table);
     if (size > 0 && size < block.length) {
       out.writeUInt32LE(size, at);
       at += 4 + size;
@@ -118,6 +117,93 @@ export function lz4Frame(data: Buffer): Buffer {
   }
   out.writeUInt32LE(0, at);
   return out.subarray(0, at + 4);
+}
+
+/**
+ * The LZ4 block format's end-of-block rules (lz4 Block_format.md, "End of block conditions"): the last match starts at
+ * least 12 bytes (MFLIMIT) before the end of the block, and the last 5 bytes (LASTLITERALS) are literals. lz4js's
+ * compressBlock may start a match 10 or 11 bytes before the end (node_modules/lz4js/lz4.js, its match loop bound);
+ * liblz4's fast decoder, which Kafka's Java client uses (Lz4BlockInputStream decoding into a 64 KB buffer), rejects such
+ * a full block. Returns where the last sequence (literals only) starts, or -1 when a rule is broken or `block` does not
+ * parse.
+ */
+export function lz4LastSequence(block: Uint8Array, decodedLength: number): number {
+  let i = 0;
+  let out = 0;
+  while (i < block.length) {
+    const sequence = i;
+    const token = block[i++] as number;
+    let literals = token >>> 4;
+    if (literals === 15) {
+      let b: number;
+      do {
+        b = block[i++] as number;
+        literals += b;
+      } while (b === 255 && i < block.length);
+    }
+    i += literals;
+    out += literals;
+    if (i === block.length) return out === decodedLength ? sequence : -1;
+    if (i > block.length) return -1;
+    i += 2; // match offset
+    let match = token & 15;
+    if (match === 15) {
+      let b: number;
+      do {
+        b = block[i++] as number;
+        match += b;
+      } while (b === 255 && i < block.length);
+    }
+    if (out > decodedLength - 12) return -1;
+    out += match + 4;
+    if (out > decodedLength - 5) return -1;
+  }
+  return -1;
+}
+
+/**
+ * One LZ4 block of `data` into `out` (its size; 0 if it did not fit), keeping the end-of-block rules: when lz4js's
+ * block breaks them, the block is made again from all but the last 12 bytes, which are appended to its final
+ * literals-only sequence (its last match then ends well before the block's end).
+ */
+function lz4Block(data: Buffer, out: Buffer, table: Uint32Array): number {
+  table.fill(0);
+  const size = compressBlock(data, out, 0, data.length, table);
+  if (size <= 0 || lz4LastSequence(out.subarray(0, size), data.length) >= 0) return size;
+  if (data.length <= 32) return 0;
+  const head = data.length - 12;
+  table.fill(0);
+  const headSize = compressBlock(data, out, 0, head, table);
+  const last = headSize > 0 ? lz4LastSequence(out.subarray(0, headSize), head) : -1;
+  if (last < 0) return 0;
+  // The final sequence's literals, then the tail: one literals-only sequence with a new length.
+  const token = out[last] as number;
+  let i = last + 1;
+  let literals = token >>> 4;
+  if (literals === 15) {
+    let b: number;
+    do {
+      b = out[i++] as number;
+      literals += b;
+    } while (b === 255);
+  }
+  const text = Buffer.concat([out.subarray(i, headSize), data.subarray(head)]);
+  const total = literals + 12;
+  const lengthBytes: number[] = [];
+  if (total >= 15) {
+    let rest = total - 15;
+    while (rest >= 255) {
+      lengthBytes.push(255);
+      rest -= 255;
+    }
+    lengthBytes.push(rest);
+  }
+  const end = last + 1 + lengthBytes.length + text.length;
+  if (end > out.length) return 0;
+  out[last] = (Math.min(total, 15) << 4) & 0xff;
+  Buffer.from(lengthBytes).copy(out, last + 1);
+  text.copy(out, last + 1 + lengthBytes.length);
+  return lz4LastSequence(out.subarray(0, end), data.length) >= 0 ? end : 0;
 }
 
 /** Any LZ4 frame (lz4js reads block and content checksums, content size and every block size, without checking them). */

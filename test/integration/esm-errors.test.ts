@@ -356,6 +356,59 @@ describe("the harness's error handling, as deployed", () => {
     expect(accounting).toMatchObject({ inputs: 6, processed: 5, parked: 1, missing: [], orphans: [], lag: 0 });
   });
 
+  it("a partition retrying a function error pauses alone: another partition's records go on meanwhile", async () => {
+    const trio = await createTopicTrio(kafka, 2);
+    const topics = { ...trio, esmFailures: ESM_DEFAULTS.onFailureTopic };
+    await producer.send({
+      topic: trio.source,
+      acks: -1,
+      messages: [{ key: "stuck", value: JSON.stringify(validLogin()), partition: 0 }],
+    });
+    const processor = processorFor(topics, { PARTIAL_BATCH_RESPONSE: "true" });
+    const groupId = `esm-errors-${randomUUID()}`;
+    let failures = 0;
+    const harness = new MskEventSourceHarness({
+      kafka,
+      bootstrapServers: brokers.join(","),
+      topic: trio.source,
+      groupId,
+      batchWindowMs: 50,
+      retryBackoffMs: 1000,
+      maxRetryBackoffMs: 1000,
+      retryAttempts: -1,
+      onFailureTopic: null,
+      invoke: (event, timeoutMs) => {
+        if (Object.keys(event.records).includes(`${trio.source}-0`)) {
+          failures++;
+          throw new Error("partition 0 keeps failing");
+        }
+        return processor.invoke(event, timeoutMs);
+      },
+    });
+    await harness.start();
+    try {
+      await waitFor("partition 0 failing", () => failures >= 1);
+      for (let i = 0; i < 3; i++) {
+        await producer.send({
+          topic: trio.source,
+          acks: -1,
+          messages: [{ value: JSON.stringify(validLogin({ user_id: `p1-${i}` })), partition: 1 }],
+        });
+        await waitFor(
+          `partition 1's record ${i}`,
+          async () => (await readTopic(kafka, trio.processed)).length === i + 1,
+        );
+      }
+      // Partition 0 is still retrying (infinite retries, nowhere to park), and still uncommitted.
+      await waitFor("partition 0 retried after its backoff", () => failures >= 2);
+      expect(await groupLag(kafka, groupId, trio.source)).toBe(1);
+    } finally {
+      await harness.stop();
+      await processor.close();
+    }
+    expect(harness.stats).toMatchObject({ parked: 0, discarded: 0 });
+  });
+
   it("never ages out a record without a timestamp (-1): it is invoked like any other", async () => {
     const topics = await setup(2, (i) => (i === 0 ? -1 : Date.now()));
     const processor = processorFor(topics, { PARTIAL_BATCH_RESPONSE: "true" });

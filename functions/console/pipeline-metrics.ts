@@ -32,6 +32,8 @@ export interface PipelineSample {
   /** Lambda's Invocations and Errors; null where unknown (a cluster the console only reads). */
   Invocations: number | null;
   Errors: number | null;
+  /** Records parked on the event source mapping's on-failure topic (the ESM's metric); null where unknown. */
+  OnFailureDestinationDeliveredEventCount: number | null;
   /** Events generated (npm start only). */
   generated: number | null;
 }
@@ -63,6 +65,7 @@ export function harnessSource(stats: HarnessStats, generated?: () => number): Pi
         endToEndAgeP99: percentile(stats.recentAgesMs, 99) ?? null,
         Invocations: stats.invocations,
         Errors: stats.failedInvocations,
+        OnFailureDestinationDeliveredEventCount: stats.parked,
         generated: generated ? generated() : null,
       };
     },
@@ -147,6 +150,7 @@ export function offsetsSource(options: OffsetsSourceOptions): PipelineSource {
         endToEndAgeP99: null,
         Invocations: null,
         Errors: null,
+        OnFailureDestinationDeliveredEventCount: null,
         generated: null,
       };
     },

@@ -3,12 +3,13 @@
  * and putting dead letters back (redrive) once the cause is fixed, remembering what was redriven in a consumer group
  * of its own so that a second run does not duplicate.
  */
+import { isIPv6 } from "node:net";
 import type { IHeaders, Kafka, Message } from "kafkajs";
 import { HEADER } from "../core/process.ts";
 import { RECORD_BATCH_OVERHEAD, recordBytes } from "../core/record-size.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../shared/config.ts";
 import { createProducer } from "../shared/kafka.ts";
-import { headerText, readTopic, type TopicRecord } from "./read-topic.ts";
+import { headerText, type ReadOptions, readTopic, type TopicRecord } from "./read-topic.ts";
 
 export interface DeadLetter extends TopicRecord {
   readonly code: string;
@@ -29,8 +30,14 @@ const selected = (letter: DeadLetter, selection: Selection) =>
   (selection.since === undefined || letter.timestamp >= selection.since) &&
   (selection.until === undefined || letter.timestamp < selection.until);
 
-export async function readDeadLetters(kafka: Kafka, topic: string, selection: Selection = {}): Promise<DeadLetter[]> {
-  return (await readTopic(kafka, topic))
+/** The DLQ's letters; with `read.maxValueBytes`, each value cut to that many bytes as it is read (for display). */
+export async function readDeadLetters(
+  kafka: Kafka,
+  topic: string,
+  selection: Selection = {},
+  read: ReadOptions = {},
+): Promise<DeadLetter[]> {
+  return (await readTopic(kafka, topic, read.idleTimeoutMs ?? 30_000, undefined, read))
     .map((record) => ({
       ...record,
       code: headerText(record.headers, HEADER.errorCode) ?? "(none)",
@@ -70,31 +77,78 @@ export function dlqStats(letters: readonly DeadLetter[], top = 10): DlqStats {
   };
 }
 
-const PERSONAL_KEYS = new Set(["ip", "device_id", "user_id"]);
+/** Personal fields, compared without case, `_` or `-`: user_id, User_Id, userId and user-id are one. */
+const PERSONAL_KEYS = new Set(["ip", "deviceid", "userid"]);
+const isPersonalKey = (key: string) => PERSONAL_KEYS.has(key.toLowerCase().replace(/[_-]/g, ""));
 const IPV4 = /\b(?:\d{1,3}\.){3}\d{1,3}\b/g;
 const UUID = /\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi;
+/** Candidates for IPv6 addresses (checked with net.isIPv6: "12:30:45" or "std::string" are not). */
+const IPV6_CANDIDATE = /(?<![0-9a-z:])[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?![0-9a-z:])/gi;
+/** `"user_id": "…"`, `userId=…`, `'ip': 12` in text that is not JSON (a cut value, a log line, an error message). */
+const PERSONAL_PAIR =
+  /((["']?)(?:ip|device[_-]?id|user[_-]?id)\2\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s,;&}\]"']+)/gi;
 
 function maskString(value: string): string {
   return value.length <= 4 ? "****" : `${"*".repeat(Math.min(8, value.length - 4))}${value.slice(-4)}`;
 }
 
-/** A value for display: personal fields (ip, device_id, user_id) and IP- or UUID-looking text masked. */
-export function maskPersonalData(text: string): string {
-  try {
-    const parsed = JSON.parse(text) as unknown;
-    if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
-      const masked = Object.fromEntries(
-        Object.entries(parsed).map(([k, v]) => [k, PERSONAL_KEYS.has(k) && typeof v === "string" ? maskString(v) : v]),
-      );
-      return JSON.stringify(masked)
-        .replace(IPV4, (ip) => maskString(ip))
-        .replace(UUID, (id) => maskString(id));
-    }
-  } catch {
-    // not JSON: mask by pattern below
+/** Every string, number or boolean in it masked (a personal field's value, whatever its shape). */
+function maskAll(value: unknown): unknown {
+  if (value === null) return null;
+  if (Array.isArray(value)) return value.map(maskAll);
+  if (typeof value === "object") {
+    return Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([k, v]) => [k, maskAll(v)]));
   }
-  return text.replace(IPV4, (ip) => maskString(ip)).replace(UUID, (id) => maskString(id));
+  return maskString(String(value));
 }
+
+/** Personal fields masked at any depth, whatever their value's type. */
+function maskFields(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(maskFields);
+  if (value !== null && typeof value === "object") {
+    return Object.fromEntries(
+      Object.entries(value as Record<string, unknown>).map(([k, v]) => [
+        k,
+        isPersonalKey(k) ? maskAll(v) : maskFields(v),
+      ]),
+    );
+  }
+  return value;
+}
+
+/** IPv4 and IPv6 addresses and UUIDs anywhere in the text. */
+function maskPatterns(text: string): string {
+  return text
+    .replace(UUID, (id) => maskString(id))
+    .replace(IPV4, (ip) => maskString(ip))
+    .replace(IPV6_CANDIDATE, (candidate) =>
+      /[0-9a-f]/i.test(candidate) && isIPv6(candidate) ? maskString(candidate) : candidate,
+    );
+}
+
+/**
+ * A value for display: personal fields (ip, device_id, user_id, in any case or spelling, at any depth, whatever their
+ * type) and anything like an IPv4 or IPv6 address or a UUID masked. Text that is not JSON (a value cut short, say) is
+ * masked by pattern: `"user_id": "…"`-style pairs, addresses and UUIDs.
+ */
+export function maskPersonalData(text: string): string {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return maskPatterns(
+      text.replace(PERSONAL_PAIR, (_pair, prefix: string, _quote: string, value: string) => {
+        const quote = value[0] === '"' || value[0] === "'" ? value[0] : "";
+        const inner = quote ? value.slice(1, value.endsWith(quote) && value.length > 1 ? -1 : undefined) : value;
+        return `${prefix}${quote}${maskString(inner)}${quote && value.length > 1 && value.endsWith(quote) ? quote : ""}`;
+      }),
+    );
+  }
+  return maskPatterns(JSON.stringify(maskFields(parsed)));
+}
+
+/** A record key for display: masked whole (the generator's keys are user ids), its last four characters kept. */
+export const maskKey = (key: string) => (key === "" ? "" : maskString(key));
 
 export interface PeekLine {
   partition: number;
@@ -129,7 +183,11 @@ export function peekLine(letter: TopicRecord, unmask: boolean): PeekLine {
   let value: string | null = null;
   if (letter.value !== null) {
     try {
-      const text = utf8.decode(letter.value);
+      // A value cut as it was read may end inside a character: streaming decode leaves that character out.
+      const cut = letter.valueBytes !== undefined && letter.valueBytes > letter.value.length;
+      const text = cut
+        ? new TextDecoder("utf-8", { fatal: true }).decode(letter.value, { stream: true })
+        : utf8.decode(letter.value);
       value = unmask ? text : maskPersonalData(text);
     } catch {
       value = unmask ? `base64:${letter.value.toString("base64")}` : `<${letter.value.length} bytes, not UTF-8>`;
@@ -146,7 +204,7 @@ export function peekLine(letter: TopicRecord, unmask: boolean): PeekLine {
     partition: letter.partition,
     offset: letter.offset,
     timestamp: new Date(letter.timestamp).toISOString(),
-    key: key === null || unmask ? key : maskPersonalData(key),
+    key: key === null || unmask ? key : maskKey(key),
     headers,
     value,
   };
@@ -160,6 +218,13 @@ export interface RedriveOptions extends Selection {
   readonly dryRun?: boolean;
   /** The target topic's max.message.bytes. @default Kafka's default, the source topic's (topic-settings.ts) */
   readonly maxRequestBytes?: number;
+  /**
+   * Read no further than these offsets (partition -> end offset, exclusive): a preview's `ends`, so that what is
+   * redriven is what the preview showed, however many dead letters arrived since. @default the end offsets now
+   */
+  readonly upTo?: Readonly<Record<number, number>>;
+  /** Publish only if exactly this many dead letters are selected (a preview's count); else RedriveConflictError. */
+  readonly expectCount?: number;
 }
 
 export interface RedriveResult {
@@ -169,7 +234,25 @@ export interface RedriveResult {
   byCode: Record<string, number>;
   /** Per partition, where the group stands afterwards (unchanged with dryRun). */
   positions: Record<number, number>;
+  /** Per partition, the end offset read up to: pass it back as `upTo` to redrive exactly what a preview showed. */
+  ends: Record<number, number>;
   letters: DeadLetter[];
+}
+
+/** What was selected is no longer what the caller expected (a preview's count): nothing was published. */
+export class RedriveConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RedriveConflictError";
+  }
+}
+
+/** The redrive group is in use (another redrive, in another process, or a consumer): nothing was published. */
+export class RedriveBusyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RedriveBusyError";
+  }
 }
 
 /**
@@ -193,33 +276,79 @@ function redriveHeaders(letter: DeadLetter, from: string): IHeaders {
 /**
  * Re-publishes the selected dead letters (original key, bytes and headers) to `to`, then moves the redrive group past
  * everything it read: a second run finds nothing new. Dead letters the selection skips are passed over for good by
- * this group (use another --group to select them later).
+ * this group (use another --group to select them later), except with `until`: a partition stops at its first dead
+ * letter written at or after `until`, so later ones wait for a later run.
+ *
+ * Before publishing it checks that nothing else uses the group (its state Empty or Dead, else RedriveBusyError): the
+ * group moves only once no member runs. Two redrives that both pass that check at the same moment can still both
+ * publish; the console runs one at a time.
  */
 export async function redrive(kafka: Kafka, options: RedriveOptions): Promise<RedriveResult> {
+  if (options.since !== undefined && options.until !== undefined && options.since >= options.until) {
+    throw new RangeError("since must be before until");
+  }
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const ends = await admin.fetchTopicOffsets(options.from);
+    const offsets = await admin.fetchTopicOffsets(options.from);
     const [committed] = await admin.fetchOffsets({ groupId: options.group, topics: [options.from] });
     const start = new Map((committed?.partitions ?? []).map((p) => [p.partition, Math.max(0, Number(p.offset))]));
-    const pending = ends.filter((p) => Number(p.high) > (start.get(p.partition) ?? 0));
-    const result: RedriveResult = { scanned: 0, redriven: 0, byCode: {}, positions: {}, letters: [] };
-    for (const end of ends) result.positions[end.partition] = start.get(end.partition) ?? 0;
-    if (pending.length === 0) return result;
-    const letters = (await readDeadLetters(kafka, options.from)).filter(
-      (letter) =>
-        letter.offset >= (start.get(letter.partition) ?? 0) &&
-        letter.offset < Number(ends.find((e) => e.partition === letter.partition)?.high),
+    const from = (partition: number) => start.get(partition) ?? 0;
+    const ends = new Map(
+      offsets.map((p) => {
+        const high = Number(p.high);
+        const bound = options.upTo === undefined ? high : Math.min(high, options.upTo[p.partition] ?? 0);
+        return [p.partition, Math.max(from(p.partition), bound)] as const;
+      }),
     );
+    const result: RedriveResult = {
+      scanned: 0,
+      redriven: 0,
+      byCode: {},
+      positions: {},
+      ends: Object.fromEntries(ends),
+      letters: [],
+    };
+    for (const p of offsets) result.positions[p.partition] = from(p.partition);
+    const read = [...ends].some(([partition, end]) => end > from(partition))
+      ? (await readDeadLetters(kafka, options.from)).filter(
+          (letter) => letter.offset >= from(letter.partition) && letter.offset < (ends.get(letter.partition) ?? 0),
+        )
+      : [];
+    // Where each partition's group position goes: its end, or (with until) its first letter at or after until.
+    const moveTo = new Map(ends);
+    if (options.until !== undefined) {
+      for (const letter of read) {
+        if (letter.timestamp >= options.until && letter.offset < (moveTo.get(letter.partition) ?? 0))
+          moveTo.set(letter.partition, letter.offset);
+      }
+    }
+    const letters = read.filter((letter) => letter.offset < (moveTo.get(letter.partition) ?? 0));
     result.scanned = letters.length;
     result.letters = letters.filter((letter) => selected(letter, options));
     result.redriven = result.letters.length;
     for (const letter of result.letters) result.byCode[letter.code] = (result.byCode[letter.code] ?? 0) + 1;
     if (options.dryRun) return result;
+    if (options.expectCount !== undefined && result.redriven !== options.expectCount) {
+      throw new RedriveConflictError(
+        `the preview showed ${options.expectCount} dead letters to redrive, there are now ${result.redriven} ` +
+          "(another redrive ran, or dead letters expired): preview again; nothing was published",
+      );
+    }
+    const moves = [...moveTo].filter(([partition, offset]) => offset > from(partition));
+    if (moves.length === 0) return result;
+    const [group] = (await admin.describeGroups([options.group])).groups;
+    if (group !== undefined && group.state !== "Empty" && group.state !== "Dead") {
+      throw new RedriveBusyError(
+        `the redrive group ${options.group} is in use (state ${group.state}, ${group.members.length} members): ` +
+          "another redrive or a consumer is running in it; nothing was published",
+      );
+    }
+    let published = 0;
     if (result.letters.length > 0) {
       const producer = createProducer(kafka);
-      await producer.connect();
       try {
+        await producer.connect();
         const messages: Message[] = result.letters.map((letter) => ({
           key: letter.key,
           value: letter.value,
@@ -237,19 +366,36 @@ export async function redrive(kafka: Kafka, options: RedriveOptions): Promise<Re
             end++;
           }
           await producer.send({ topic: options.to, acks: -1, messages: messages.slice(i, end) });
+          published = end;
           i = end;
         }
+      } catch (error) {
+        throw new Error(
+          `redrive to ${options.to} failed after ${published} of ${result.letters.length} records were published ` +
+            `(the failing request may have been written too); the redrive group ${options.group} did not move, so ` +
+            `a rerun publishes them again: ${(error as Error).message}`,
+          { cause: error },
+        );
       } finally {
-        await producer.disconnect();
+        await producer.disconnect().catch(() => {});
       }
     }
     // Only after every selected record is written does the group move on: a crash before this redrives them again.
-    await admin.setOffsets({
-      groupId: options.group,
-      topic: options.from,
-      partitions: ends.map((end) => ({ partition: end.partition, offset: end.high })),
-    });
-    for (const end of ends) result.positions[end.partition] = Number(end.high);
+    try {
+      await admin.setOffsets({
+        groupId: options.group,
+        topic: options.from,
+        partitions: moves.map(([partition, offset]) => ({ partition, offset: String(offset) })),
+      });
+    } catch (error) {
+      throw new Error(
+        `${published} records were already published to ${options.to}, but the redrive group ${options.group} could ` +
+          `not be moved past them (a rerun would publish them again; move it to ${JSON.stringify(Object.fromEntries(moves))} ` +
+          `once nothing uses it): ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    for (const [partition, offset] of moves) result.positions[partition] = offset;
     return result;
   } finally {
     await admin.disconnect();

@@ -28,7 +28,16 @@ export interface TopicRecord {
   readonly timestamp: number;
   readonly key: Buffer | null;
   readonly value: Buffer | null;
+  /** The value's size when it was cut as it was read (ReadOptions.maxValueBytes); absent when whole. */
+  readonly valueBytes?: number;
   readonly headers: TopicHeaders;
+}
+
+export interface ReadOptions {
+  /** @default 30000 */
+  readonly idleTimeoutMs?: number;
+  /** Keep only this many bytes of each value (a page shows a few thousand characters; a value can be a megabyte). */
+  readonly maxValueBytes?: number;
 }
 
 /** The last value of a header as text, or undefined. */
@@ -47,7 +56,9 @@ export async function readTopic(
   topic: string,
   idleTimeoutMs = 30_000,
   lastPerPartition?: number,
+  options: ReadOptions = {},
 ): Promise<TopicRecord[]> {
+  const maxValueBytes = options.maxValueBytes;
   const admin = kafka.admin();
   await admin.connect();
   const records: TopicRecord[] = [];
@@ -93,12 +104,16 @@ export async function readTopic(
             if (end === undefined || offset >= end || offset < (starts.get(partition) ?? 0)) return;
             clearTimeout(timer);
             timer = idle();
+            const value = message.value;
+            const cut = value !== null && maxValueBytes !== undefined && value.length > maxValueBytes;
             records.push({
               partition,
               offset,
               timestamp: Number(message.timestamp),
               key: message.key,
-              value: message.value,
+              // A copy: a slice would keep the whole fetched batch in memory.
+              value: cut ? Buffer.from(value.subarray(0, maxValueBytes)) : value,
+              ...(cut ? { valueBytes: value.length } : {}),
               headers: headerObject(fetchedHeaders(message.headers)),
             });
             if (offset + 1 >= end) remaining.delete(partition);

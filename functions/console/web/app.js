@@ -36,7 +36,7 @@ function fillTable(table, head, rows) {
 }
 
 async function getJson(path) {
-  const res = await fetch(path, { headers: { accept: "application/json" } });
+  const res = await fetch(path, { headers: { accept: "application/json", "x-console-token": TOKEN } });
   const body = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(body.error || `${res.status} ${res.statusText}`);
   return body;
@@ -166,14 +166,20 @@ function renderPipeline() {
   const rIn = perSecond("RecordsIn");
   const rProcessed = perSecond("RecordsProcessed");
   const rDead = perSecond("RecordsDeadLettered");
-  const handled = last.RecordsProcessed + last.RecordsDeadLettered;
-  const share = handled > 0 ? `${((100 * last.RecordsDeadLettered) / handled).toFixed(1)}%` : "0%";
+  // As the dashboard's "DLQ share": RecordsDeadLettered / RecordsIn (lib/monitoring.ts).
+  const share = last.RecordsIn > 0 ? `${((100 * last.RecordsDeadLettered) / last.RecordsIn).toFixed(1)}%` : "0%";
   $("tiles").replaceChildren(
     last.generated === null ? null : tile("generated", last.generated, undefined, "total-generated"),
     tile("RecordsIn", last.RecordsIn, lastRate(rIn), "total-RecordsIn"),
     tile("RecordsProcessed", last.RecordsProcessed, lastRate(rProcessed), "total-RecordsProcessed"),
     tile("RecordsDeadLettered", last.RecordsDeadLettered, `DLQ share ${share}`, "total-RecordsDeadLettered"),
     tile("OffsetLag", last.OffsetLag, undefined, "total-OffsetLag"),
+    tile(
+      "OnFailureDestinationDeliveredEventCount (parked)",
+      last.OnFailureDestinationDeliveredEventCount,
+      last.OnFailureDestinationDeliveredEventCount === null ? "in-process only" : undefined,
+      "total-OnFailureDestinationDeliveredEventCount",
+    ),
     tile(
       "EndToEndAge p50 / p99",
       last.endToEndAgeP50,
@@ -197,9 +203,9 @@ function renderPipeline() {
   );
   const codes = [...new Set(samples.flatMap((s) => Object.keys(s.byErrorCode)))].sort();
   const dlqShare = samples.map((s, i) => {
-    // Over the last 10 s, as CloudWatch's "DLQ share" is a ratio of sums over a period.
+    // The dashboard's "DLQ share" (RecordsDeadLettered / RecordsIn, sums over a period), over the last 10 samples.
     const from = samples[Math.max(0, i - 10)];
-    const dIn = s.RecordsProcessed + s.RecordsDeadLettered - (from.RecordsProcessed + from.RecordsDeadLettered);
+    const dIn = s.RecordsIn - from.RecordsIn;
     return dIn > 0 ? (100 * (s.RecordsDeadLettered - from.RecordsDeadLettered)) / dIn : null;
   });
   chartDef(
@@ -430,7 +436,14 @@ function runRedrive() {
     $("redrive-run").disabled = true;
     $("redrive-result").textContent = "redriving…";
     try {
-      const done = await postJson("/api/dlq/redrive", { ...selection, dryRun: false, confirm: true });
+      // Bound to the preview: its end offsets and count (the server refuses with 409 if the count changed).
+      const done = await postJson("/api/dlq/redrive", {
+        ...selection,
+        dryRun: false,
+        confirm: true,
+        ends: result.ends,
+        count: result.redriven,
+      });
       $("redrive-result").textContent =
         `redrove ${done.redriven} of ${done.scanned} new dead letters to ${done.to} ${JSON.stringify(done.byCode)}`;
       $("redrive-letters").replaceChildren();

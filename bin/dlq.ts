@@ -18,7 +18,7 @@ flags:
   --topic T       the DLQ (default: DLQ_TOPIC or user-login-dlq)
   --code C        only this error.code (peek, redrive, stats)
   --since T       only dead letters written at/after T (ISO-8601 or epoch ms)
-  --until T       only dead letters written before T (stats, peek)
+  --until T       only dead letters written before T (redrive stops at the first one written later)
   --limit N       peek: at most N (default 10)
   --unmask        peek: show personal data (ip, device_id, user_id)
   --to T          redrive: target topic (default: SOURCE_TOPIC or user-login)
@@ -61,6 +61,9 @@ runMain(async () => {
     since: timestampFlag(flags.since, "since"),
     until: timestampFlag(flags.until, "until"),
   };
+  if (selection.since !== undefined && selection.until !== undefined && selection.since >= selection.until) {
+    throw new UsageError(`--since must be before --until\n\n${USAGE}`);
+  }
   const config = loadConnectionConfig({ ...process.env, ...(flags.brokers ? { KAFKA_BROKERS: flags.brokers } : {}) });
   const { kafka } = await connectKafka(config, "user-login-dlq-tool");
   const print = (value: unknown, text: string) => console.log(flags.json ? JSON.stringify(value, null, 2) : text);

@@ -7,7 +7,15 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { compileInputSchema, userLoginSchema } from "../../functions/core/schema.ts";
 import { GeneratorModel, INVALID_KINDS, type RecordKind } from "../../functions/generator/model.ts";
-import { type DeadLetter, dlqStats, peekLine, readDeadLetters, redrive } from "../../functions/local/dlq.ts";
+import {
+  type DeadLetter,
+  dlqStats,
+  peekLine,
+  RedriveBusyError,
+  RedriveConflictError,
+  readDeadLetters,
+  redrive,
+} from "../../functions/local/dlq.ts";
 import { REPO_ROOT } from "../../functions/local/embedded-kafka.ts";
 import { MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { topicOverview } from "../../functions/local/topic-overview.ts";
@@ -106,6 +114,104 @@ describe("dlq peek masking", () => {
     });
     expect(unmasked.key).toBe(userId);
     expect(unmasked.value).toContain(ip);
+  });
+});
+
+/** Dead letters written straight to the DLQ, as the processor writes them, at the given times (epoch ms). */
+async function deadLetter(topic: string, letters: { key: string; timestamp?: number }[]) {
+  const producer = createProducer(kafka);
+  await producer.connect();
+  await producer.send({
+    topic,
+    acks: -1,
+    messages: letters.map((l) => ({
+      key: l.key,
+      value: JSON.stringify({ note: l.key }),
+      timestamp: l.timestamp === undefined ? undefined : String(l.timestamp),
+      headers: { "error.code": "SCHEMA_VIOLATION", "error.message": "must have required property 'device_type'" },
+    })),
+  });
+  await producer.disconnect();
+}
+
+const keysOf = async (topic: string) => (await readTopic(kafka, topic)).map((r) => r.key?.toString());
+
+describe("redrive bound to what it was shown", () => {
+  it("with a preview's ends and count, redrives what the preview showed, not what arrived since", async () => {
+    const topics = await createTopicTrio(kafka, 1);
+    const group = `redrive-${randomUUID()}`;
+    const options = { from: topics.deadLetter, to: topics.source, group };
+    await deadLetter(topics.deadLetter, [{ key: "a" }, { key: "b" }]);
+    const preview = await redrive(kafka, { ...options, dryRun: true });
+    expect(preview.redriven).toBe(2);
+    expect(preview.ends).toEqual({ 0: 2 });
+    // New dead letters arrive between the preview and the confirmation.
+    await deadLetter(topics.deadLetter, [{ key: "c" }, { key: "d" }, { key: "e" }]);
+    const done = await redrive(kafka, { ...options, upTo: preview.ends, expectCount: preview.redriven });
+    expect(done.redriven).toBe(2);
+    expect(done.positions).toEqual({ 0: 2 });
+    expect(await keysOf(topics.source)).toEqual(["a", "b"]);
+    // The later ones wait for the next preview.
+    const next = await redrive(kafka, { ...options, dryRun: true });
+    expect(next.letters.map((l) => l.key?.toString())).toEqual(["c", "d", "e"]);
+  });
+
+  it("refuses, before publishing, when the count is no longer the preview's (another redrive ran)", async () => {
+    const topics = await createTopicTrio(kafka, 1);
+    const group = `redrive-${randomUUID()}`;
+    const options = { from: topics.deadLetter, to: topics.source, group };
+    await deadLetter(topics.deadLetter, [{ key: "a" }, { key: "b" }]);
+    const preview = await redrive(kafka, { ...options, dryRun: true });
+    await redrive(kafka, options);
+    expect(await keysOf(topics.source)).toEqual(["a", "b"]);
+    await expect(redrive(kafka, { ...options, upTo: preview.ends, expectCount: preview.redriven })).rejects.toThrow(
+      RedriveConflictError,
+    );
+    expect(await keysOf(topics.source)).toEqual(["a", "b"]);
+  });
+
+  it("with until, a partition stops at its first dead letter written at or after until (later ones are not skipped)", async () => {
+    const topics = await createTopicTrio(kafka, 1);
+    const group = `redrive-${randomUUID()}`;
+    const options = { from: topics.deadLetter, to: topics.source, group };
+    const t = Date.now() - 60_000;
+    // Offsets 0..3: before, after, before (out of order), before.
+    await deadLetter(topics.deadLetter, [
+      { key: "early-1", timestamp: t },
+      { key: "late", timestamp: t + 30_000 },
+      { key: "early-2", timestamp: t + 1000 },
+      { key: "early-3", timestamp: t + 2000 },
+    ]);
+    const first = await redrive(kafka, { ...options, until: t + 10_000 });
+    expect(first.letters.map((l) => l.key?.toString())).toEqual(["early-1"]);
+    expect(first.positions).toEqual({ 0: 1 });
+    // Nothing was passed over for good: a run without until takes the rest.
+    const rest = await redrive(kafka, options);
+    expect(rest.letters.map((l) => l.key?.toString())).toEqual(["late", "early-2", "early-3"]);
+    expect(await keysOf(topics.source)).toEqual(["early-1", "late", "early-2", "early-3"]);
+    await expect(redrive(kafka, { ...options, since: t + 5, until: t + 5 })).rejects.toThrow(
+      "since must be before until",
+    );
+  });
+
+  it("refuses, before publishing, while the redrive group has running members (another process)", async () => {
+    const topics = await createTopicTrio(kafka, 1);
+    const group = `redrive-${randomUUID()}`;
+    await deadLetter(topics.deadLetter, [{ key: "a" }]);
+    const member = kafka.consumer({ groupId: group });
+    await member.connect();
+    const joined = new Promise((resolve) => member.on(member.events.GROUP_JOIN, resolve));
+    await member.subscribe({ topics: [topics.deadLetter] });
+    await member.run({ autoCommit: false, eachMessage: async () => {} });
+    try {
+      await joined;
+      const refused = redrive(kafka, { from: topics.deadLetter, to: topics.source, group });
+      await expect(refused).rejects.toThrow(RedriveBusyError);
+      await expect(refused).rejects.toThrow(/nothing was published/);
+      expect(await keysOf(topics.source)).toEqual([]);
+    } finally {
+      await member.disconnect();
+    }
   });
 });
 

@@ -354,13 +354,18 @@ async function loadRecords(topic) {
 }
 
 // ---------- Dead letters ----------
+let dlqLoads = 0;
+
 async function loadDlq() {
   $("dlq-summary").textContent = "loading…";
+  const load = ++dlqLoads;
   try {
     const code = $("dlq-filter").value;
     const { topic, stats, letters } = await getJson(
       `/api/dlq?limit=50${code ? `&code=${encodeURIComponent(code)}` : ""}`,
     );
+    // An answer to an earlier request (another filter) that arrives late is not shown.
+    if (load !== dlqLoads) return;
     $("dlq-summary").textContent =
       `${topic}: ${fmt(stats.total)} dead letters${stats.total ? `, ${stats.oldest} .. ${stats.newest}` : ""}`;
     const codes = Object.entries(stats.byCode).sort((a, b) => b[1] - a[1]);

@@ -5,7 +5,18 @@
  */
 
 import type { ErrorObject } from "ajv";
-import { isWholeNumberToken, jsonSyntaxError, type Member, objectMembers } from "./json-text.ts";
+import {
+  isDigitsToken,
+  isWholeNumberToken,
+  jsonSyntaxError,
+  MEMBER_CREATED_AT,
+  MEMBER_OTHER,
+  MEMBER_TIMESTAMP,
+  type Member,
+  memberSpans,
+  objectMembers,
+  SPAN_FIELDS,
+} from "./json-text.ts";
 import { type MskEvent, type MskRecord, partitionId } from "./msk.ts";
 import { RECORD_BATCH_OVERHEAD, recordBytes } from "./record-size.ts";
 import { describeSchemaErrors, type UserLogin, validateUserLogin } from "./schema.ts";
@@ -102,7 +113,28 @@ function decodeBase64(text: string | null | undefined): Buffer | null {
 }
 
 /** A header map without a prototype: every name is an own key, `__proto__` and `constructor` included. */
-export const newHeaders = (): OutputHeaders => Object.create(null) as OutputHeaders;
+/**
+ * The constructor of header maps: its prototype is an empty object without a prototype, so no name is inherited
+ * (`constructor`, `toString` and `__proto__` are own names like any other, and absent until set), as with
+ * Object.create(null); unlike Object.create(null), V8 keeps such objects in fast mode with a shared shape, which makes
+ * creating and reading the headers of every record several times cheaper.
+ */
+function HeaderMap(): void {}
+HeaderMap.prototype = Object.create(null);
+
+export const newHeaders = (): OutputHeaders => new (HeaderMap as unknown as new () => OutputHeaders)();
+
+/**
+ * Buffer.from(array), about four times as fast for the short arrays of header values (Buffer.from goes through
+ * fromArrayLike): a pooled allocation filled element by element, with the same conversion of each element (a
+ * Uint8Array's).
+ */
+function bytesOf(bytes: readonly number[]): Buffer {
+  const length = bytes.length;
+  const buffer = Buffer.allocUnsafe(length);
+  for (let k = 0; k < length; k++) buffer[k] = bytes[k] as number;
+  return buffer;
+}
 
 function sourceHeaders(record: MskRecord): OutputHeaders {
   const headers = newHeaders();
@@ -113,7 +145,7 @@ function sourceHeaders(record: MskRecord): OutputHeaders {
         if (OWN_HEADERS.has(name)) continue;
         const bytes = header[name];
         if (bytes !== null && !Array.isArray(bytes)) throw new TypeError("a header value is not an array of bytes");
-        const value = bytes === null ? null : Buffer.from(bytes);
+        const value = bytes === null ? null : bytesOf(bytes);
         const existing = headers[name];
         if (existing === undefined) headers[name] = value;
         else if (Array.isArray(existing)) existing.push(value);
@@ -198,6 +230,58 @@ function processedText(text: string, members: readonly Member[], createdAt: stri
   return `${out}}`;
 }
 
+/** Member spans of the record being processed (memberSpans), reused from record to record. */
+const SPANS: number[] = [];
+
+/**
+ * processedText from memberSpans's output: the same text (tests compare the two), without a Member object per member.
+ */
+function processedTextFromSpans(
+  text: string,
+  spans: readonly number[],
+  count: number,
+  createdAt: string,
+  processedAt: string,
+): string {
+  let out = "{";
+  let hasCreated = false;
+  let hasProcessed = false;
+  for (let m = 0; m < count; m++) {
+    const at = m * SPAN_FIELDS;
+    const kind = spans[at + 3];
+    if (kind === MEMBER_TIMESTAMP) continue;
+    if (out.length > 1) out += ",";
+    if (kind === MEMBER_OTHER) out += text.slice(spans[at], spans[at + 2]);
+    else {
+      const created = kind === MEMBER_CREATED_AT;
+      out += `${text.slice(spans[at], spans[at + 1])}"${created ? createdAt : processedAt}"`;
+      if (created) hasCreated = true;
+      else hasProcessed = true;
+    }
+  }
+  if (!hasCreated) out += `${out.length > 1 ? "," : ""}"${CREATED_AT}":"${createdAt}"`;
+  if (!hasProcessed) out += `,"${PROCESSED_AT}":"${processedAt}"`;
+  return `${out}}`;
+}
+
+/**
+ * Whether the members of a valid object may have a problem memberProblem would name: a repeated name (JSON.parse keeps
+ * one own property per distinct name, so fewer properties than members) or a timestamp number that is not plain
+ * digits. False is the common case and needs no Member objects; true sends the record through memberProblem.
+ */
+function mayHaveMemberProblem(text: string, parsed: object, spans: readonly number[], count: number): boolean {
+  let names = 0;
+  for (const _ in parsed) names++;
+  if (names !== count) return true;
+  for (let m = 0; m < count; m++) {
+    const at = m * SPAN_FIELDS;
+    if (spans[at + 3] !== MEMBER_TIMESTAMP) continue;
+    const valueStart = spans[at + 1] as number;
+    if (text.charCodeAt(valueStart) !== 0x22 && !isDigitsToken(text, valueStart, spans[at + 2] as number)) return true;
+  }
+  return false;
+}
+
 /** The problem with an event's members that the schema cannot see, or undefined. */
 function memberProblem(text: string, members: readonly Member[], known: ReadonlySet<string>): string | undefined {
   const seen = new Set<string>();
@@ -275,13 +359,24 @@ export function processRecord(record: MskRecord, options: ProcessOptions): Outpu
         describeSchemaErrors(validate.errors),
       );
     }
-    const members = objectMembers(text);
-    const problem = memberProblem(text, members, SCHEMA_PROPERTIES);
-    if (problem) return deadLetter(record, value, headers, options.topics, "SCHEMA_VIOLATION", problem);
     const event = parsed as UserLogin;
+    let processed: string;
+    if (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)) {
+      // The hot path: spans without Member objects; anything unusual goes through memberProblem as before.
+      const count = memberSpans(text, SPANS);
+      if (mayHaveMemberProblem(text, parsed, SPANS, count)) {
+        const problem = memberProblem(text, objectMembers(text), SCHEMA_PROPERTIES);
+        if (problem) return deadLetter(record, value, headers, options.topics, "SCHEMA_VIOLATION", problem);
+      }
+      processed = processedTextFromSpans(text, SPANS, count, toIsoSeconds(event.timestamp), options.processedAt);
+    } else {
+      const members = objectMembers(text);
+      const problem = memberProblem(text, members, SCHEMA_PROPERTIES);
+      if (problem) return deadLetter(record, value, headers, options.topics, "SCHEMA_VIOLATION", problem);
+      processed = processedText(text, members, toIsoSeconds(event.timestamp), options.processedAt);
+    }
     const sourceKey = decodeBase64(record.key);
     const key = sourceKey !== null && sourceKey.length > 0 ? sourceKey : event.user_id;
-    const processed = processedText(text, members, toIsoSeconds(event.timestamp), options.processedAt);
     const bytes = recordBytes(key, processed, headers);
     const limit = options.maxProcessedBytes;
     if (limit !== undefined && RECORD_BATCH_OVERHEAD + bytes > limit) {

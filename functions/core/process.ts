@@ -18,7 +18,7 @@ import {
   SPAN_FIELDS,
 } from "./json-text.ts";
 import { type MskEvent, type MskRecord, partitionId } from "./msk.ts";
-import { RECORD_BATCH_OVERHEAD, recordBytes } from "./record-size.ts";
+import { headerBytes, RECORD_BATCH_OVERHEAD, recordBytes, recordBytesWith } from "./record-size.ts";
 import { describeSchemaErrors, type UserLogin, validateUserLogin } from "./schema.ts";
 
 export const ERROR_CODES = [
@@ -136,16 +136,30 @@ function bytesOf(bytes: readonly number[]): Buffer {
   return buffer;
 }
 
+/**
+ * What the last sourceHeaders call built, in record bytes (headerBytes summed) and in headers: the processed record's
+ * size without walking its headers again. Module state, read right after the call (the core is synchronous).
+ */
+let lastHeadersBytes = 0;
+let lastHeaderCount = 0;
+/** The topic whose source.topic header bytes are in lastTopicBytes (records of a batch share their topic). */
+let lastTopic = "";
+let lastTopicBytes = 0;
+
 function sourceHeaders(record: MskRecord): OutputHeaders {
   const headers = newHeaders();
+  let bytes = 0;
+  let count = 0;
   if (record.headers) {
     for (const header of record.headers) {
       for (const name of Object.keys(header)) {
         // Our own headers describe this hop; a stale copy from an earlier hop (e.g. a redriven dead letter) is replaced.
         if (OWN_HEADERS.has(name)) continue;
-        const bytes = header[name];
-        if (bytes !== null && !Array.isArray(bytes)) throw new TypeError("a header value is not an array of bytes");
-        const value = bytes === null ? null : bytesOf(bytes);
+        const array = header[name];
+        if (array !== null && !Array.isArray(array)) throw new TypeError("a header value is not an array of bytes");
+        const value = array === null ? null : bytesOf(array);
+        bytes += headerBytes(name, value);
+        count++;
         const existing = headers[name];
         if (existing === undefined) headers[name] = value;
         else if (Array.isArray(existing)) existing.push(value);
@@ -153,11 +167,33 @@ function sourceHeaders(record: MskRecord): OutputHeaders {
       }
     }
   }
-  headers[HEADER.sourceTopic] = record.topic;
-  headers[HEADER.sourcePartition] = String(record.partition);
-  headers[HEADER.sourceOffset] = String(record.offset);
+  const { topic } = record;
+  const partition = String(record.partition);
+  const offset = String(record.offset);
+  headers[HEADER.sourceTopic] = topic;
+  headers[HEADER.sourcePartition] = partition;
+  headers[HEADER.sourceOffset] = offset;
+  if (topic !== lastTopic) {
+    lastTopicBytes = headerBytes(HEADER.sourceTopic, topic);
+    lastTopic = topic;
+  }
+  bytes += lastTopicBytes + numberHeaderBytes(record.partition, HEADER.sourcePartition, partition);
+  bytes += numberHeaderBytes(record.offset, HEADER.sourceOffset, offset);
+  lastHeadersBytes = bytes;
+  lastHeaderCount = count + 3;
   return headers;
 }
+
+/**
+ * headerBytes of a header whose value is String(number): a number's text is ASCII (digits, sign, point, exponent)
+ * and shorter than 128 characters, so one byte per character and a one-byte length. Anything else is measured.
+ */
+function numberHeaderBytes(number: unknown, name: string, text: string): number {
+  if (typeof number !== "number") return headerBytes(name, text);
+  return (name === HEADER.sourcePartition ? SOURCE_PARTITION_NAME_BYTES : SOURCE_OFFSET_NAME_BYTES) + 1 + text.length;
+}
+const SOURCE_PARTITION_NAME_BYTES = headerBytes(HEADER.sourcePartition, "") - 1;
+const SOURCE_OFFSET_NAME_BYTES = headerBytes(HEADER.sourceOffset, "") - 1;
 
 function coordinates(record: MskRecord): SourceCoordinates {
   return { topic: record.topic, partition: record.partition, offset: record.offset };
@@ -377,7 +413,7 @@ export function processRecord(record: MskRecord, options: ProcessOptions): Outpu
     }
     const sourceKey = decodeBase64(record.key);
     const key = sourceKey !== null && sourceKey.length > 0 ? sourceKey : event.user_id;
-    const bytes = recordBytes(key, processed, headers);
+    const bytes = recordBytesWith(key, processed, lastHeadersBytes, lastHeaderCount);
     const limit = options.maxProcessedBytes;
     if (limit !== undefined && RECORD_BATCH_OVERHEAD + bytes > limit) {
       const message =

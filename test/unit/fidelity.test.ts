@@ -370,3 +370,31 @@ describe("the hot path's member spans (performance)", () => {
     expect(processRecord(mskRecord({ value: whole }), options).kind).toBe("processed");
   });
 });
+
+describe("the processed record's size, summed while the headers are built (performance)", () => {
+  it("is what recordBytes gives for the output's key, value and headers", () => {
+    const headerValue = fc.option(
+      fc.uint8Array({ maxLength: 40 }).map((b) => [...b]),
+      { nil: null },
+    );
+    fc.assert(
+      fc.property(
+        fc.array(fc.dictionary(fc.string({ maxLength: 20 }), headerValue, { maxKeys: 3 }), { maxLength: 4 }),
+        fc.nat(),
+        fc.nat({ max: 1000 }),
+        fc.option(fc.string({ minLength: 1 }), { nil: null }),
+        fc.constantFrom("user-login", "tópico"),
+        (headers, offset, partition, key, topic) => {
+          const record = mskRecord({ value: JSON.stringify(validLogin()), offset, partition });
+          record.topic = topic;
+          record.headers = headers;
+          record.key = key === null ? null : Buffer.from(key).toString("base64");
+          const out = processRecord(record, options);
+          expect(out.kind).toBe("processed");
+          expect(out.bytes).toBe(recordBytes(out.key, out.value, out.headers));
+        },
+      ),
+      { numRuns: 1000 },
+    );
+  });
+});

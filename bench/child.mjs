@@ -11,13 +11,17 @@ const started = performance.now();
 const module = await import(pathToFileURL(bundle).href);
 const imported = performance.now();
 const context = { functionName: "bench", awsRequestId: "bench", getRemainingTimeInMillis: () => 60_000 };
+const cpuBefore = process.cpuUsage();
 const response = await module.handler(event, context);
 const done = performance.now();
+const cpu = process.cpuUsage(cpuBefore);
 await module.closeProducer?.();
 process.stdout.write(
   `${JSON.stringify({
     importMs: imported - started,
     firstEventMs: done - started,
+    eventMs: done - imported,
+    eventCpuMs: (cpu.user + cpu.system) / 1000,
     written: response.summary.written,
     rssBeforeMb: rssBefore / 2 ** 20,
     maxRssMb: process.resourceUsage().maxRSS / 1024,

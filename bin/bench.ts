@@ -590,6 +590,8 @@ async function benchHandlerWarm(
     ratioToProducePerRun: figure(handled.map((m, i) => (produced[i] as Measured).ms / m.ms)),
     cpuMicrosPerRecord: figure(handled.map((m) => m.cpuUs / records)),
     produceCpuMicrosPerRecord: figure(produced.map((m) => m.cpuUs / records)),
+    /** Producing's CPU time over the handler's, per run pair: the ratio that other processes on the machine move least. */
+    cpuRatioToProduce: figure(handled.map((m, i) => (produced[i] as Measured).cpuUs / m.cpuUs)),
     msPerInvocation: figure(handled.map((m) => m.ms / events.length)),
     cpuMsPerInvocation: figure(handled.map((m) => m.cpuUs / 1000 / events.length)),
     produceWithKafkajsPartitioner: compareDefaultPartitioner
@@ -796,6 +798,7 @@ runMain(async () => {
         "  CPU µs/record: handler; produce only",
         `${fmt(figures.cpuMicrosPerRecord, 1)}; ${fmt(figures.produceCpuMicrosPerRecord, 1)}`,
       );
+      line("  CPU ratio produce / handler (per run pair)", fmt(figures.cpuRatioToProduce, 2));
       line(
         "  ms per invocation; produce requests per invocation",
         `${fmt(figures.msPerInvocation, 1)}; ${figures.requestsPerEvent}`,

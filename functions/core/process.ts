@@ -268,6 +268,7 @@ function processedText(text: string, members: readonly Member[], createdAt: stri
 
 /** Member spans of the record being processed (memberSpans), reused from record to record. */
 const SPANS: number[] = [];
+const MAX_KEPT_SPANS = 4096;
 
 /**
  * processedText from memberSpans's output: the same text (tests compare the two), without a Member object per member.
@@ -405,6 +406,8 @@ export function processRecord(record: MskRecord, options: ProcessOptions): Outpu
         if (problem) return deadLetter(record, value, headers, options.topics, "SCHEMA_VIOLATION", problem);
       }
       processed = processedTextFromSpans(text, SPANS, count, toIsoSeconds(event.timestamp), options.processedAt);
+      // An object with thousands of members does not keep its spans for the container's lifetime.
+      if (SPANS.length > MAX_KEPT_SPANS) SPANS.length = 0;
     } else {
       const members = objectMembers(text);
       const problem = memberProblem(text, members, SCHEMA_PROPERTIES);

@@ -1,10 +1,14 @@
 /**
  * npm run bench [-- --quick] [--brokers B]
- * Where the time goes: the processing core, the handler with a real producer, the whole pipeline against a plain
- * topic-to-topic copy with the same client, cold start and memory of the bundled handler, and kafkajs against
- * @platformatic/kafka on the same produce workload, and each compression codec (bytes per record on the wire, CPU per
- * record to compress and decompress). Prints a table and writes bench/results.json.
- * Figures are medians of several runs with their min..max; the machine is noisy, so ratios matter most.
+ * Where the time goes: the processing core against its floor, the handler with a real producer against producing the
+ * same records without it, the whole pipeline against a plain topic-to-topic copy with the same client, cold start and
+ * memory of the bundled handler, kafkajs against @platformatic/kafka on the same produce workload, each compression
+ * codec (bytes per record on the wire, CPU per record to compress and decompress), and a cost model from those figures.
+ * Prints a table and writes bench/results.json.
+ *
+ * Every in-process figure is measured **warm** (after a warm-up pass of the same work, as a Lambda container is after
+ * its first invocations); **cold** figures come from fresh processes (the first event after the import). Figures are
+ * medians of several runs with their min..max; the machine is noisy, so ratios measured side by side matter most.
  */
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -14,13 +18,14 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Producer as PlatformaticProducer, ProduceAcks } from "@platformatic/kafka";
 import { build } from "esbuild";
-import { CompressionTypes, type IHeaders, type Kafka } from "kafkajs";
+import { CompressionTypes, type IHeaders, type Kafka, Partitioners, type Producer, type TopicMessages } from "kafkajs";
 import type { MskEvent, MskRecord } from "../functions/core/msk.ts";
 import { type OutputRecord, processEvent } from "../functions/core/process.ts";
 import { GeneratorModel } from "../functions/generator/model.ts";
 import { EmbeddedKafka } from "../functions/local/embedded-kafka.ts";
 import { MskEventSourceHarness } from "../functions/local/harness.ts";
-import { containerSender, createHandler, processMskEvent } from "../functions/processor/processor.ts";
+import { containerSender, createHandler } from "../functions/processor/processor.ts";
+import { nextRequest } from "../functions/processor/sender.ts";
 import { CODECS } from "../functions/shared/codecs.ts";
 import { loadProcessorConfig, parseBrokers } from "../functions/shared/config.ts";
 import { createKafka, createProducer } from "../functions/shared/kafka.ts";
@@ -94,44 +99,70 @@ const OPTIONS = {
   processedAt: new Date().toISOString(),
 };
 
-function benchCore(events: MskEvent[], runs: number): { recordsPerSecond: Figure; nsPerRecord: Figure } {
-  const records = events.reduce((n, e) => n + Object.values(e.records).reduce((m, l) => m + l.length, 0), 0);
-  for (const event of events.slice(0, 2)) processEvent(event, OPTIONS); // warm-up
-  const rates: number[] = [];
-  for (let run = 0; run < runs; run++) {
-    const started = process.hrtime.bigint();
-    for (const event of events) processEvent(event, OPTIONS);
-    const ns = Number(process.hrtime.bigint() - started);
-    rates.push((records * 1e9) / ns);
-  }
-  const rate = figure(rates);
-  return { recordsPerSecond: rate, nsPerRecord: figure(rates.map((r) => 1e9 / r)) };
-}
+const recordCount = (events: readonly MskEvent[]) =>
+  events.reduce((n, e) => n + Object.values(e.records).reduce((m, l) => m + l.length, 0), 0);
 
 /**
  * The floor under the core, on the same events: only what no implementation can skip per record (base64 decode,
  * UTF-8 decode, JSON.parse of the value, JSON.stringify of a result); no validation, headers or transform.
  */
-function benchFloor(events: MskEvent[], runs: number): Figure {
+function floorPass(events: readonly MskEvent[]): number {
   const decoder = new TextDecoder("utf-8", { fatal: false });
-  const records = events.flatMap((event) => Object.values(event.records).flat());
-  const rates: number[] = [];
   let sink = 0;
-  for (let run = 0; run < runs + 1; run++) {
-    const started = process.hrtime.bigint();
-    for (const record of records) {
-      if (!record.value) continue;
-      const text = decoder.decode(Buffer.from(record.value, "base64"));
-      try {
-        sink += JSON.stringify(JSON.parse(text)).length;
-      } catch {
-        sink += 1;
+  for (const event of events) {
+    for (const group in event.records) {
+      for (const record of event.records[group] as MskRecord[]) {
+        if (!record.value) continue;
+        const text = decoder.decode(Buffer.from(record.value, "base64"));
+        try {
+          sink += JSON.stringify(JSON.parse(text)).length;
+        } catch {
+          sink += 1;
+        }
       }
     }
-    if (run > 0) rates.push((records.length * 1e9) / Number(process.hrtime.bigint() - started));
+  }
+  return sink;
+}
+
+/**
+ * The core and its floor, warm: one pass of each over all events first (the warm-up), then `runs` runs, core and floor
+ * taking turns within each run so that they see the same machine. The ratio is per run pair. The 20%-invalid events
+ * come after, with a warm-up of their own: each figure is warmed up on its own work (the error paths of a poisoned
+ * stream make V8 reoptimize the core for them, which is not what a container of normal traffic runs).
+ */
+function benchCoreWarm(events: MskEvent[], poisoned: MskEvent[], runs: number) {
+  const records = recordCount(events);
+  for (const event of events) processEvent(event, OPTIONS);
+  let sink = floorPass(events);
+  const core: number[] = [];
+  const floor: number[] = [];
+  const invalid: number[] = [];
+  for (let run = 0; run < runs; run++) {
+    let started = process.hrtime.bigint();
+    for (const event of events) processEvent(event, OPTIONS);
+    core.push((records * 1e9) / Number(process.hrtime.bigint() - started));
+    started = process.hrtime.bigint();
+    sink += floorPass(events);
+    floor.push((records * 1e9) / Number(process.hrtime.bigint() - started));
+  }
+  for (const event of poisoned) processEvent(event, OPTIONS);
+  for (let run = 0; run < runs; run++) {
+    const started = process.hrtime.bigint();
+    for (const event of poisoned) processEvent(event, OPTIONS);
+    invalid.push((recordCount(poisoned) * 1e9) / Number(process.hrtime.bigint() - started));
   }
   if (sink < 0) console.log(sink);
-  return figure(rates);
+  const rate = figure(core);
+  const floorRate = figure(floor);
+  return {
+    recordsPerSecond: rate,
+    nsPerRecord: figure(core.map((r) => 1e9 / r)),
+    floorRecordsPerSecond: floorRate,
+    ratioToFloor: rate.median / floorRate.median,
+    ratioToFloorPerRun: figure(core.map((c, i) => c / (floor[i] as number))),
+    invalid20RecordsPerSecond: figure(invalid),
+  };
 }
 
 /** kafkajs's own record and record batch encoders: the bytes its producer sends (no public API for them). */
@@ -167,7 +198,31 @@ interface CodecFigures {
  * system, so zlib's thread pool counts too) per record to compress the batch's records and to decompress them. The
  * codecs take turns within each run, so they see the same machine.
  */
-async function benchCodecs(outputs: readonly OutputRecord[], runs: number, rounds: number) {
+async function benchCodecs(
+  outputs: readonly OutputRecord[],
+  sources: readonly MskRecord[],
+  runs: number,
+  rounds: number,
+) {
+  // The source records as the event source mapping fetches them (uncompressed, as the generator writes them).
+  let sourceBytes = 0;
+  let sourceCount = 0;
+  for (let start = 0; start + RECORDS_PER_BATCH <= sources.length; start += RECORDS_PER_BATCH) {
+    const records = sources.slice(start, start + RECORDS_PER_BATCH).map((record, offsetDelta) =>
+      encodeRecord({
+        offsetDelta,
+        key: record.key ? Buffer.from(record.key, "base64") : null,
+        value: record.value ? Buffer.from(record.value, "base64") : null,
+        headers: Object.fromEntries(
+          (record.headers ?? []).flatMap((h) => Object.entries(h).map(([k, v]) => [k, Buffer.from(v ?? [])])),
+        ),
+      }),
+    );
+    sourceBytes += (
+      await RecordBatch({ compression: CompressionTypes.None, records, lastOffsetDelta: records.length - 1 })
+    ).size();
+    sourceCount += records.length;
+  }
   const batches: Encoder[][] = [];
   const processed = outputs.filter((output) => output.kind === "processed");
   for (let start = 0; start + RECORDS_PER_BATCH <= processed.length; start += RECORDS_PER_BATCH) {
@@ -225,6 +280,7 @@ async function benchCodecs(outputs: readonly OutputRecord[], runs: number, round
     recordsPerBatch: RECORDS_PER_BATCH,
     batches: batches.length,
     none: { bytesPerRecord: noneBytes },
+    source: { bytesPerRecord: sourceBytes / sourceCount },
   };
   for (const [name, codec] of codecs) {
     const bytesPerRecord = await wireBytes(codec.type);
@@ -236,10 +292,12 @@ async function benchCodecs(outputs: readonly OutputRecord[], runs: number, round
       decompressCpuUsPerRecord: figure(decompressUs.get(name) as number[]),
     } satisfies CodecFigures;
   }
-  return result as { recordsPerBatch: number; batches: number; none: { bytesPerRecord: number } } & Record<
-    string,
-    CodecFigures
-  >;
+  return result as {
+    recordsPerBatch: number;
+    batches: number;
+    none: { bytesPerRecord: number };
+    source: { bytesPerRecord: number };
+  } & Record<string, CodecFigures>;
 }
 
 async function produceAll(kafka: Kafka, topic: string, events: MskEvent[]): Promise<number> {
@@ -409,6 +467,208 @@ async function clientRuns(kafka: Kafka, brokers: string[], outputs: OutputRecord
   return { kafkajs: figure(result.kafkajs), platformatic: figure(result.platformatic) };
 }
 
+/** The produce requests the handler's sender makes of these outputs (nextRequest, messages grouped per topic). */
+function requestsOf(outputs: readonly OutputRecord[], limits: Parameters<typeof nextRequest>[2]): TopicMessages[][] {
+  const requests: TopicMessages[][] = [];
+  for (let i = 0; i < outputs.length; ) {
+    const request = nextRequest(outputs, i, limits);
+    const byTopic = new Map<string, TopicMessages>();
+    for (const k of request.indices) {
+      const output = outputs[k] as OutputRecord;
+      let entry = byTopic.get(output.topic);
+      if (!entry) {
+        entry = { topic: output.topic, messages: [] };
+        byTopic.set(output.topic, entry);
+      }
+      entry.messages.push({ key: output.key, value: output.value, headers: output.headers as IHeaders });
+    }
+    requests.push([...byTopic.values()]);
+    i = request.end;
+  }
+  return requests;
+}
+
+interface Measured {
+  ms: number;
+  cpuUs: number;
+}
+
+async function measured(work: () => Promise<unknown>): Promise<Measured> {
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  await work();
+  const ms = performance.now() - started;
+  const used = process.cpuUsage(cpu);
+  return { ms, cpuUs: used.user + used.system };
+}
+
+/**
+ * The real handler (middy, the container's producer: acks=all, one request in flight) on `events`, against producing
+ * the same output records with the same client and settings in the same requests, no handler (built beforehand). Warm:
+ * one pass of each first; then they take turns within each run. CPU is the process's user + system time.
+ */
+async function benchHandlerWarm(
+  kafka: Kafka,
+  brokers: string[],
+  events: MskEvent[],
+  runs: number,
+  compareDefaultPartitioner = false,
+) {
+  const id = randomUUID().slice(0, 8);
+  const topics = { processed: `h-processed-${id}`, deadLetter: `h-dlq-${id}` };
+  await ensureTopics(kafka, [
+    { topic: topics.processed, numPartitions: 3, configs: sizeConfigs("processed") },
+    { topic: topics.deadLetter, numPartitions: 1, configs: sizeConfigs("deadLetter") },
+  ]);
+  const config = loadProcessorConfig({
+    KAFKA_BROKERS: brokers.join(","),
+    PROCESSED_TOPIC: topics.processed,
+    DLQ_TOPIC: topics.deadLetter,
+  });
+  const container = containerSender(config);
+  const handler = createHandler({ config, getSender: container.getSender });
+  const context = { functionName: "bench", awsRequestId: "bench", getRemainingTimeInMillis: () => 900_000 };
+  const limits = {
+    requestBytes: config.produceChunkBytes,
+    maxMessageBytes: {
+      [topics.processed]: config.maxMessageBytes.processed,
+      [topics.deadLetter]: config.maxMessageBytes.deadLetter,
+    },
+  };
+  const requests = events.map((event) =>
+    requestsOf(
+      processEvent(event, {
+        topics,
+        processedAt: new Date().toISOString(),
+        maxProcessedBytes: limits.maxMessageBytes[topics.processed],
+      }),
+      limits,
+    ),
+  );
+  const producer = createProducer(kafka);
+  await producer.connect();
+  // The produce path before this project partitioned itself: createProducer's settings with kafkajs's own
+  // DefaultPartitioner (same partitions, see functions/shared/partitioner.ts).
+  const before = kafka.producer({
+    idempotent: false,
+    maxInFlightRequests: 1,
+    allowAutoTopicCreation: false,
+    createPartitioner: Partitioners.DefaultPartitioner,
+    retry: { retries: 0 },
+  });
+  if (compareDefaultPartitioner) await before.connect();
+  const runHandler = async () => {
+    for (const event of events) await handler(event, context as never);
+  };
+  const produceWith = (client: Producer) => async () => {
+    for (const eventRequests of requests)
+      for (const topicMessages of eventRequests)
+        await client.sendBatch({ acks: -1, topicMessages, compression: CompressionTypes.None });
+  };
+  const runProduce = produceWith(producer);
+  const runBefore = produceWith(before);
+  await runHandler();
+  await runProduce();
+  if (compareDefaultPartitioner) await runBefore();
+  const handled: Measured[] = [];
+  const produced: Measured[] = [];
+  const producedBefore: Measured[] = [];
+  for (let run = 0; run < runs; run++) {
+    handled.push(await measured(runHandler));
+    produced.push(await measured(runProduce));
+    if (compareDefaultPartitioner) producedBefore.push(await measured(runBefore));
+  }
+  await producer.disconnect();
+  if (compareDefaultPartitioner) await before.disconnect();
+  await container.close();
+  const records = recordCount(events);
+  const rate = figure(handled.map((m) => (records * 1000) / m.ms));
+  const produceRate = figure(produced.map((m) => (records * 1000) / m.ms));
+  return {
+    recordsPerEvent: records / events.length,
+    events: events.length,
+    requestsPerEvent: requests.reduce((n, r) => n + r.length, 0) / events.length,
+    recordsPerSecond: rate,
+    produceRecordsPerSecond: produceRate,
+    ratioToProduce: rate.median / produceRate.median,
+    ratioToProducePerRun: figure(handled.map((m, i) => (produced[i] as Measured).ms / m.ms)),
+    cpuMicrosPerRecord: figure(handled.map((m) => m.cpuUs / records)),
+    produceCpuMicrosPerRecord: figure(produced.map((m) => m.cpuUs / records)),
+    /** Producing's CPU time over the handler's, per run pair: the ratio that other processes on the machine move least. */
+    cpuRatioToProduce: figure(handled.map((m, i) => (produced[i] as Measured).cpuUs / m.cpuUs)),
+    msPerInvocation: figure(handled.map((m) => m.ms / events.length)),
+    cpuMsPerInvocation: figure(handled.map((m) => m.cpuUs / 1000 / events.length)),
+    produceWithKafkajsPartitioner: compareDefaultPartitioner
+      ? {
+          recordsPerSecond: figure(producedBefore.map((m) => (records * 1000) / m.ms)),
+          cpuMicrosPerRecord: figure(producedBefore.map((m) => m.cpuUs / records)),
+        }
+      : undefined,
+  };
+}
+
+/**
+ * List prices used by the cost model (us-east-1, as known on `date`; check the AWS pricing pages before relying on
+ * them): Lambda arm64 duration and requests, MSK Serverless data in and out (the stack's default cluster type).
+ */
+const PRICES = {
+  date: "2026-11-26",
+  region: "us-east-1",
+  lambdaArm64PerGbSecond: 0.0000133334,
+  lambdaPerMillionRequests: 0.2,
+  mskServerlessDataInPerGb: 0.1,
+  mskServerlessDataOutPerGb: 0.05,
+  memoryMb: 1024,
+  /** Lambda gives a function CPU in proportion to memory: one full vCPU at 1,769 MB. */
+  vcpuAt1024Mb: 1024 / 1769,
+} as const;
+
+type HandlerFigures = Awaited<ReturnType<typeof benchHandlerWarm>>;
+
+/**
+ * Per million records: Lambda GB-seconds and dollars (duration + requests) for each batch size, from the warm handler
+ * figures measured here, and MSK data in/out with each output codec. The duration on Lambda is estimated as the CPU
+ * time stretched to the function's CPU share at 1,024 MB, plus the time spent waiting here beyond the CPU time (the
+ * broker's acknowledgements); measured on 2 cores with the broker on the same machine, so an estimate, not a bill.
+ */
+function costModel(bySize: Record<string, HandlerFigures>, codecs: Awaited<ReturnType<typeof benchCodecs>>) {
+  const lambda: Record<string, unknown> = {};
+  for (const [size, h] of Object.entries(bySize)) {
+    const invocations = 1e6 / h.recordsPerEvent;
+    const wallMs = h.msPerInvocation.median;
+    const cpuMs = h.cpuMsPerInvocation.median;
+    const lambdaMs = cpuMs / PRICES.vcpuAt1024Mb + Math.max(0, wallMs - cpuMs);
+    const gbSeconds = (invocations * lambdaMs * PRICES.memoryMb) / 1024 / 1000;
+    const duration = gbSeconds * PRICES.lambdaArm64PerGbSecond;
+    const requests = (invocations * PRICES.lambdaPerMillionRequests) / 1e6;
+    lambda[size] = {
+      invocations,
+      measuredMsPerInvocation: wallMs,
+      cpuMsPerInvocation: cpuMs,
+      estimatedLambdaMsPerInvocation: lambdaMs,
+      gbSeconds,
+      durationDollars: duration,
+      requestDollars: requests,
+      totalDollars: duration + requests,
+    };
+  }
+  const gb = (bytesPerRecord: number) => (bytesPerRecord * 1e6) / 1e9;
+  const msk: Record<string, unknown> = {};
+  const sourceOutGb = gb(codecs.source.bytesPerRecord);
+  for (const name of ["none", ...Object.keys(CODECS)]) {
+    const bytes = name === "none" ? codecs.none.bytesPerRecord : (codecs[name] as CodecFigures).bytesPerRecord;
+    msk[name] = {
+      outputBytesPerRecord: bytes,
+      dataInGb: gb(bytes),
+      dataInDollars: gb(bytes) * PRICES.mskServerlessDataInPerGb,
+      sourceReadGb: sourceOutGb,
+      dataOutDollars: sourceOutGb * PRICES.mskServerlessDataOutPerGb,
+      totalDollars: gb(bytes) * PRICES.mskServerlessDataInPerGb + sourceOutGb * PRICES.mskServerlessDataOutPerGb,
+    };
+  }
+  return { prices: PRICES, perMillionRecords: { lambda, msk } };
+}
+
 function childRun(bundle: string, eventFile: string, env: Record<string, string>) {
   const result = spawnSync(process.execPath, [join(PROJECT_ROOT, "bench", "child.mjs"), bundle, eventFile], {
     encoding: "utf8",
@@ -418,9 +678,24 @@ function childRun(bundle: string, eventFile: string, env: Record<string, string>
   return JSON.parse(result.stdout.trim().split("\n").pop() as string) as {
     importMs: number;
     firstEventMs: number;
+    eventMs: number;
+    eventCpuMs: number;
     written: number;
     maxRssMb: number;
   };
+}
+
+/** The core (or its floor) on its first event in a fresh process: cold. */
+function coldCoreRun(coreModule: string, eventFile: string, mode: "core" | "floor") {
+  const result = spawnSync(
+    process.execPath,
+    [join(PROJECT_ROOT, "bench", "cold-core.mjs"), coreModule, eventFile, mode],
+    {
+      encoding: "utf8",
+    },
+  );
+  if (result.status !== 0) throw new Error(`bench cold-core child failed: ${result.stderr}`);
+  return JSON.parse(result.stdout.trim().split("\n").pop() as string) as { records: number; ms: number };
 }
 
 runMain(async () => {
@@ -431,40 +706,65 @@ runMain(async () => {
   const runs = quick ? 3 : 5;
   const coreRecords = quick ? 50_000 : 200_000;
   const e2eRecords = quick ? 50_000 : 500_000;
+  const handlerRecords = quick ? 10_000 : 20_000;
   const results: Record<string, unknown> = {
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version },
     quick,
   };
-  const line = (label: string, value: string) => console.log(`${label.padEnd(52)} ${value}`);
+  const line = (label: string, value: string) => console.log(`${label.padEnd(60)} ${value}`);
 
   console.log(
     `user-login-pipeline benchmark (${quick ? "quick" : "full"}; ${cpus().length} cores, Node ${process.version})\n`,
   );
+  const dir = mkdtempSync(join(tmpdir(), "bench-"));
   const realistic = mskEvents(coreRecords, 10_000, 0, 1);
   const poisoned = mskEvents(coreRecords, 10_000, 0.2, 2);
-  const core = benchCore(realistic, runs);
-  const floor = benchFloor(realistic, runs);
-  const corePoison = benchCore(poisoned, runs);
-  results.core = {
-    realistic: core,
-    invalid20: corePoison,
-    floor,
-    ratioToFloor: core.recordsPerSecond.median / floor.median,
+  const firstEventFile = join(dir, "first.json");
+  writeFileSync(firstEventFile, JSON.stringify(realistic[0]));
+
+  // Core, cold: the first 10,000-record event in a fresh process (the core bundled as the Lambda bundle is), and the
+  // floor likewise, each in processes of their own.
+  const coreBundle = { ...bundleOptions("processor", dir) };
+  coreBundle.entryPoints = [join(PROJECT_ROOT, "functions", "core", "process.ts")];
+  coreBundle.outfile = join(dir, "core", "index.mjs");
+  await build(coreBundle);
+  const coldCore: number[] = [];
+  const coldFloor: number[] = [];
+  for (let run = 0; run < runs; run++) {
+    const c = coldCoreRun(coreBundle.outfile, firstEventFile, "core");
+    coldCore.push((c.records * 1000) / c.ms);
+    const f = coldCoreRun(coreBundle.outfile, firstEventFile, "floor");
+    coldFloor.push((f.records * 1000) / f.ms);
+  }
+  const coreWarm = benchCoreWarm(realistic, poisoned, runs);
+  const coreCold = {
+    recordsPerSecond: figure(coldCore),
+    floorRecordsPerSecond: figure(coldFloor),
+    ratioToFloor: figure(coldCore).median / figure(coldFloor).median,
   };
-  line(`core, ${coreRecords} records, 5% no device_type: rec/s`, fmt(core.recordsPerSecond));
-  line("core, same: ns/record", fmt(core.nsPerRecord));
-  line("core, 20% invalid: rec/s", fmt(corePoison.recordsPerSecond));
-  line("floor (base64 + UTF-8 + JSON.parse + JSON.stringify only): rec/s", fmt(floor));
-  line("  ratio core / floor (medians)", (core.recordsPerSecond.median / floor.median).toFixed(2));
+  results.core = { records: coreRecords, warm: coreWarm, cold: coreCold };
+  line(`core warm, ${coreRecords} records, 5% no device_type: rec/s`, fmt(coreWarm.recordsPerSecond));
+  line("  ns/record", fmt(coreWarm.nsPerRecord));
+  line("  20% invalid: rec/s", fmt(coreWarm.invalid20RecordsPerSecond));
+  line("  floor (base64 + UTF-8 + JSON.parse + JSON.stringify): rec/s", fmt(coreWarm.floorRecordsPerSecond));
+  line(
+    "  ratio core / floor (medians; per run)",
+    `${coreWarm.ratioToFloor.toFixed(2)}; ${fmt(coreWarm.ratioToFloorPerRun, 2)}`,
+  );
+  line("core cold, first 10,000-record event in a fresh process: rec/s", fmt(coreCold.recordsPerSecond));
+  line("  floor cold rec/s", fmt(coreCold.floorRecordsPerSecond));
+  line("  ratio core / floor (medians)", coreCold.ratioToFloor.toFixed(2));
 
   // Codecs, on processed outputs of the realistic events.
-  const codecOutputs = realistic.slice(0, quick ? 1 : 2).flatMap((event) => processEvent(event, OPTIONS));
-  const codecs = await benchCodecs(codecOutputs, runs, quick ? 2 : 5);
+  const codecEvents = realistic.slice(0, quick ? 1 : 2);
+  const codecOutputs = codecEvents.flatMap((event) => processEvent(event, OPTIONS));
+  const codecSources = codecEvents.flatMap((event) => Object.values(event.records).flat());
+  const codecs = await benchCodecs(codecOutputs, codecSources, runs, quick ? 2 : 5);
   results.codecs = codecs;
   line(
     `codecs, ${codecs.batches} batches of ${codecs.recordsPerBatch} processed outputs: bytes/record`,
-    `none ${codecs.none.bytesPerRecord.toFixed(1)}`,
+    `none ${codecs.none.bytesPerRecord.toFixed(1)} (source records: ${codecs.source.bytesPerRecord.toFixed(1)})`,
   );
   for (const name of Object.keys(CODECS)) {
     const codec = codecs[name] as CodecFigures;
@@ -486,59 +786,37 @@ runMain(async () => {
   try {
     const kafka = createKafka({ brokers, clientId: "bench" });
 
-    // Handler: one 10,000-record event, real producer.
-    const id = randomUUID().slice(0, 8);
-    await ensureTopics(kafka, [
-      { topic: `h-processed-${id}`, numPartitions: 3, configs: sizeConfigs("processed") },
-      { topic: `h-dlq-${id}`, numPartitions: 1, configs: sizeConfigs("deadLetter") },
-    ]);
-    const config = loadProcessorConfig({
-      KAFKA_BROKERS: brokers.join(","),
-      PROCESSED_TOPIC: `h-processed-${id}`,
-      DLQ_TOPIC: `h-dlq-${id}`,
-    });
-    const container = containerSender(config);
-    const handlerEvent = realistic[0] as MskEvent;
-    await processMskEvent(handlerEvent, { config, getSender: container.getSender });
-    const total: number[] = [];
-    const processing: number[] = [];
-    for (let run = 0; run < runs; run++) {
-      let started = performance.now();
-      processEvent(handlerEvent, OPTIONS);
-      processing.push(performance.now() - started);
-      started = performance.now();
-      await processMskEvent(handlerEvent, { config, getSender: container.getSender });
-      total.push(performance.now() - started);
+    // Handler, warm, against producing the same records; at the batch sizes of the cost model.
+    const bySize: Record<string, HandlerFigures> = {};
+    for (const size of [10_000, 1_000, 100]) {
+      const events = mskEvents(handlerRecords, size, 0, 6 + size);
+      const figures = await benchHandlerWarm(kafka, brokers, events, runs, size === 10_000);
+      bySize[String(size)] = figures;
+      line(`handler warm, ${size}-record events: rec/s`, fmt(figures.recordsPerSecond));
+      line("  produce the same records, no handler: rec/s", fmt(figures.produceRecordsPerSecond));
+      line(
+        "  ratio handler / produce (medians; per run)",
+        `${figures.ratioToProduce.toFixed(2)}; ${fmt(figures.ratioToProducePerRun, 2)}`,
+      );
+      line(
+        "  CPU µs/record: handler; produce only",
+        `${fmt(figures.cpuMicrosPerRecord, 1)}; ${fmt(figures.produceCpuMicrosPerRecord, 1)}`,
+      );
+      line("  CPU ratio produce / handler (per run pair)", fmt(figures.cpuRatioToProduce, 2));
+      line(
+        "  ms per invocation; produce requests per invocation",
+        `${fmt(figures.msPerInvocation, 1)}; ${figures.requestsPerEvent}`,
+      );
+      if (figures.produceWithKafkajsPartitioner) {
+        const k = figures.produceWithKafkajsPartitioner;
+        line(
+          "  produce with kafkajs's DefaultPartitioner (before): rec/s; CPU µs/record",
+          `${fmt(k.recordsPerSecond)}; ${fmt(k.cpuMicrosPerRecord, 1)}`,
+        );
+      }
     }
-    await container.close();
-    const handler = {
-      totalMs: figure(total),
-      processMs: figure(processing),
-      produceMs: figure(total.map((t, i) => t - (processing[i] as number))),
-    };
-    results.handler = handler;
-    line("handler, 10,000-record event: ms per batch", fmt(handler.totalMs, 1));
-    line("  decode/validate/transform ms", fmt(handler.processMs, 1));
-    line("  produce ms (acks=all, embedded broker)", fmt(handler.produceMs, 1));
-
-    // End to end against the copy baseline, interleaved.
-    const source = `bench-source-${randomUUID().slice(0, 8)}`;
-    await ensureTopics(kafka, [{ topic: source, numPartitions: 3, configs: sizeConfigs("source") }]);
-    const count = await produceAll(kafka, source, mskEvents(e2eRecords, 10_000, 0, 3));
-    const pipeline: number[] = [];
-    const baseline: number[] = [];
-    for (let run = 0; run < (quick ? 1 : 3); run++) {
-      baseline.push(await copyRun(kafka, source, count));
-      pipeline.push(await pipelineRun(kafka, brokers, source, count));
-    }
-    const ratio = figure(pipeline.map((p, i) => p / (baseline[i] as number)));
-    results.endToEnd = { records: count, pipeline: figure(pipeline), copyBaseline: figure(baseline), ratio };
-    line(`end to end, ${count} records: pipeline rec/s`, fmt(figure(pipeline)));
-    line("  copy baseline (same client, no processing) rec/s", fmt(figure(baseline)));
-    line("  ratio pipeline / baseline", fmt(ratio, 2));
 
     // Cold start and memory of the bundled handler, each in a fresh process.
-    const dir = mkdtempSync(join(tmpdir(), "bench-"));
     const options = bundleOptions("processor", dir);
     await build(options);
     const bundle = options.outfile as string;
@@ -551,6 +829,17 @@ runMain(async () => {
     ]);
     const env = { KAFKA_BROKERS: brokers.join(",") };
     const cold = Array.from({ length: quick ? 5 : 10 }, () => childRun(bundle, join(dir, "one.json"), env));
+    const coldBig = Array.from({ length: runs }, () => childRun(bundle, firstEventFile, env));
+    const handlerCold = {
+      recordsPerEvent: 10_000,
+      firstEventMs: figure(coldBig.map((c) => c.firstEventMs)),
+      eventMs: figure(coldBig.map((c) => c.eventMs)),
+      recordsPerSecond: figure(coldBig.map((c) => 10_000_000 / c.eventMs)),
+      cpuMicrosPerRecord: figure(coldBig.map((c) => (c.eventCpuMs * 1000) / 10_000)),
+    };
+    results.handler = { warm: bySize["10000"], cold: handlerCold, byBatchSize: bySize };
+    line("handler cold, first 10,000-record event in a fresh process: rec/s", fmt(handlerCold.recordsPerSecond));
+    line("  CPU µs/record", fmt(handlerCold.cpuMicrosPerRecord, 1));
     results.coldStart = {
       bundleKb,
       importMs: figure(cold.map((c) => c.importMs)),
@@ -570,6 +859,39 @@ runMain(async () => {
       fmt(figure(memory.map((m) => m.maxRssMb)), 0),
     );
 
+    // End to end against the copy baseline, interleaved; the first round of each is a warm-up, reported apart.
+    const source = `bench-source-${randomUUID().slice(0, 8)}`;
+    await ensureTopics(kafka, [{ topic: source, numPartitions: 3, configs: sizeConfigs("source") }]);
+    const count = await produceAll(kafka, source, mskEvents(e2eRecords, 10_000, 0, 3));
+    const pipeline: number[] = [];
+    const baseline: number[] = [];
+    for (let run = 0; run < (quick ? 2 : 4); run++) {
+      baseline.push(await copyRun(kafka, source, count));
+      pipeline.push(await pipelineRun(kafka, brokers, source, count));
+    }
+    const warmPipeline = pipeline.slice(1);
+    const warmBaseline = baseline.slice(1);
+    const ratio = figure(warmPipeline.map((p, i) => p / (warmBaseline[i] as number)));
+    results.endToEnd = {
+      records: count,
+      batchSize: 10_000,
+      pipeline: figure(warmPipeline),
+      copyBaseline: figure(warmBaseline),
+      ratio,
+      firstRound: {
+        pipeline: pipeline[0],
+        copyBaseline: baseline[0],
+        ratio: (pipeline[0] as number) / (baseline[0] as number),
+      },
+    };
+    line(`end to end, ${count} records, --batch-size 10000: pipeline rec/s`, fmt(figure(warmPipeline)));
+    line("  copy baseline (same client, no processing) rec/s", fmt(figure(warmBaseline)));
+    line("  ratio pipeline / baseline (per run pair)", fmt(ratio, 2));
+    line(
+      "  first round (warm-up): pipeline, baseline rec/s",
+      `${(pipeline[0] as number).toFixed(0)}, ${(baseline[0] as number).toFixed(0)}`,
+    );
+
     // Clients on the same produce workload.
     const outputs = realistic.slice(0, quick ? 3 : 10).flatMap((event) => processEvent(event, OPTIONS));
     const clients = await clientRuns(kafka, brokers, outputs, runs);
@@ -581,6 +903,23 @@ runMain(async () => {
     line(`produce ${outputs.length} outputs: kafkajs rec/s`, fmt(clients.kafkajs));
     line("  @platformatic/kafka rec/s", fmt(clients.platformatic));
     line("  ratio platformatic / kafkajs (medians)", (clients.platformatic.median / clients.kafkajs.median).toFixed(2));
+
+    const cost = costModel(bySize, codecs);
+    results.costModel = cost;
+    for (const [size, figures] of Object.entries(cost.perMillionRecords.lambda)) {
+      const f = figures as { gbSeconds: number; durationDollars: number; requestDollars: number; totalDollars: number };
+      line(
+        `cost per million records, batch ${size}: Lambda GB-s, $ duration + $ requests`,
+        `${f.gbSeconds.toFixed(1)} GB-s, $${f.durationDollars.toFixed(4)} + $${f.requestDollars.toFixed(4)} = $${f.totalDollars.toFixed(4)}`,
+      );
+    }
+    for (const [name, figures] of Object.entries(cost.perMillionRecords.msk)) {
+      const f = figures as { dataInDollars: number; dataOutDollars: number; totalDollars: number };
+      line(
+        `  MSK Serverless data, output ${name}: $ in + $ out`,
+        `$${f.dataInDollars.toFixed(4)} + $${f.dataOutDollars.toFixed(4)} = $${f.totalDollars.toFixed(4)}`,
+      );
+    }
   } finally {
     await broker?.destroy();
   }

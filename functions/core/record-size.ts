@@ -32,6 +32,18 @@ function field(value: Bytes): number {
   return varintBytes(length) + length;
 }
 
+/** The bytes one header takes in a record: its name and its value, each varint-prefixed. */
+export const headerBytes = (name: string, value: Bytes): number => field(name) + field(value);
+
+/**
+ * recordBytes with the headers already summed (`headersBytes` of `headerCount` headers, each as headerBytes gives
+ * it): for a caller that sums them as it builds the headers.
+ */
+export function recordBytesWith(key: Bytes, value: Bytes, headersBytes: number, headerCount: number): number {
+  const size = 1 + 10 + 5 + field(key) + field(value) + headersBytes + varintBytes(headerCount);
+  return size + varintBytes(size);
+}
+
 /**
  * An upper bound of one record's bytes inside a batch: exact for key, value and headers, the worst case (10 + 5
  * bytes) for the timestamp and offset deltas, which the client fills in.
@@ -41,22 +53,21 @@ export function recordBytes(
   value: Bytes,
   headers: Readonly<Record<string, Bytes | readonly Bytes[]>> | undefined,
 ): number {
-  let size = 1 + 10 + 5 + field(key) + field(value);
+  let size = 0;
   let count = 0;
   if (headers) {
     for (const name in headers) {
       const entry = headers[name];
       if (Array.isArray(entry)) {
         for (const v of entry) {
-          size += field(name) + field(v);
+          size += headerBytes(name, v);
           count++;
         }
       } else {
-        size += field(name) + field(entry as Bytes);
+        size += headerBytes(name, entry as Bytes);
         count++;
       }
     }
   }
-  size += varintBytes(count);
-  return size + varintBytes(size);
+  return recordBytesWith(key, value, size, count);
 }

@@ -6,7 +6,16 @@
 import { createRequire } from "node:module";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { isWholeNumberToken, jsonSyntaxError, objectMembers } from "../../functions/core/json-text.ts";
+import {
+  isWholeNumberToken,
+  jsonSyntaxError,
+  MEMBER_CREATED_AT,
+  MEMBER_OTHER,
+  MEMBER_PROCESSED_AT,
+  MEMBER_TIMESTAMP,
+  memberSpans,
+  objectMembers,
+} from "../../functions/core/json-text.ts";
 import { type DeadLetterOutput, type OutputRecord, processRecord } from "../../functions/core/process.ts";
 import { RECORD_BATCH_OVERHEAD, recordBytes } from "../../functions/core/record-size.ts";
 import { nextRequest } from "../../functions/processor/sender.ts";
@@ -33,7 +42,10 @@ describe("headers named like Object.prototype members (defect 3)", () => {
     const value = out.headers[name];
     expect(Buffer.isBuffer(value)).toBe(true);
     expect([...(value as Buffer)]).toEqual([1, 2, 3]);
-    expect(Object.getPrototypeOf(out.headers)).toBeNull();
+    // No name is inherited: the prototype is an empty object without a prototype (a fast-mode HeaderMap).
+    for (const other of PROTOTYPE_NAMES) if (other !== name) expect(other in out.headers).toBe(false);
+    const proto = Object.getPrototypeOf(out.headers);
+    expect(proto === null || (Reflect.ownKeys(proto).length === 0 && Object.getPrototypeOf(proto) === null)).toBe(true);
     expect(Number.isFinite(out.bytes)).toBe(true);
   });
 
@@ -285,5 +297,104 @@ describe("sizes are UTF-8 bytes as the broker counts them (defect 2)", () => {
     }
     const tooBig = run("y".repeat(13_000));
     expect(nextRequest([tooBig], 0, limits).indices).toEqual([]);
+  });
+});
+
+describe("the hot path's member spans (performance)", () => {
+  const kind = (name: string) =>
+    name === "timestamp"
+      ? MEMBER_TIMESTAMP
+      : name === "created_at"
+        ? MEMBER_CREATED_AT
+        : name === "processed_at"
+          ? MEMBER_PROCESSED_AT
+          : MEMBER_OTHER;
+  /** Writes names in JSON with some characters escaped, and spacing around members, as any producer might. */
+  const writtenAs = (value: Record<string, unknown>, escapeNames: boolean, space: string) =>
+    `{${space}${Object.entries(value)
+      .map(([name, v]) => {
+        const written = escapeNames
+          ? JSON.stringify(name).replace(/[a-z]/, (c) => `\\u00${c.charCodeAt(0).toString(16)}`)
+          : JSON.stringify(name);
+        return `${written}${space}:${space}${JSON.stringify(v)}`;
+      })
+      .join(`${space},${space}`)}${space}}`;
+
+  it("finds the same members as objectMembers, names compared decoded, escapes included", () => {
+    const names = fc.oneof(
+      fc.constantFrom("timestamp", "created_at", "processed_at", "user_id", "timestamps"),
+      fc.string(),
+    );
+    fc.assert(
+      fc.property(
+        fc.dictionary(names, fc.jsonValue()),
+        fc.boolean(),
+        fc.constantFrom("", " ", "\n "),
+        (value, escapeNames, space) => {
+          const text = writtenAs(value, escapeNames, space);
+          const members = objectMembers(text);
+          const spans: number[] = [];
+          const count = memberSpans(text, spans);
+          expect(count).toBe(members.length);
+          members.forEach((m, k) => {
+            expect(spans.slice(k * 4, k * 4 + 4)).toEqual([m.start, m.valueStart, m.end, kind(m.name)]);
+          });
+        },
+      ),
+      { numRuns: 1000 },
+    );
+  });
+
+  it("gives the same processed text as the member-by-member path, for names written with escapes", () => {
+    const login = validLogin({ created_at: "x", processed_at: "y" }) as Record<string, unknown>;
+    const plain = processRecord(mskRecord({ value: writtenAs(login, false, " ") }), options);
+    const escaped = processRecord(mskRecord({ value: writtenAs(login, true, " ") }), options);
+    expect(plain.kind).toBe("processed");
+    expect(escaped.kind).toBe("processed");
+    // The created_at and processed_at members keep their written names and get this hop's values, in place.
+    expect(escaped.value).toMatch(/^\{"\\u0075ser_id" : /);
+    expect(JSON.parse(escaped.value as string)).toEqual(JSON.parse(plain.value as string));
+    expect(Object.keys(JSON.parse(plain.value as string)).at(-1)).toBe("processed_at");
+  });
+
+  it("still refuses a name repeated under an escape, and a timestamp whose written digits are not whole", () => {
+    const login = validLogin() as Record<string, unknown>;
+    const repeated = `${JSON.stringify(login).slice(0, -1)},"\\u0075ser_id":"again"}`;
+    const out = processRecord(mskRecord({ value: repeated }), options) as DeadLetterOutput;
+    expect(out.errorCode).toBe("SCHEMA_VIOLATION");
+    expect(out.errorMessage).toBe("/user_id occurs more than once (property names must be unique)");
+    const fraction = JSON.stringify(login).replace(/"timestamp":\d+/, '"timestamp":1694479551.0000000001');
+    const second = processRecord(mskRecord({ value: fraction }), options) as DeadLetterOutput;
+    expect(second.errorCode).toBe("SCHEMA_VIOLATION");
+    const whole = JSON.stringify(login).replace(/"timestamp":\d+/, '"timestamp":1.694479551e9');
+    expect(processRecord(mskRecord({ value: whole }), options).kind).toBe("processed");
+  });
+});
+
+describe("the processed record's size, summed while the headers are built (performance)", () => {
+  it("is what recordBytes gives for the output's key, value and headers", () => {
+    const headerValue = fc.option(
+      fc.uint8Array({ maxLength: 40 }).map((b) => [...b]),
+      { nil: null },
+    );
+    fc.assert(
+      fc.property(
+        fc.array(fc.dictionary(fc.string({ maxLength: 20 }), headerValue, { maxKeys: 3 }), { maxLength: 4 }),
+        fc.nat(),
+        fc.nat({ max: 1000 }),
+        fc.option(fc.string({ minLength: 1 }), { nil: null }),
+        fc.constantFrom("user-login", "tópico"),
+        (headers, offset, partition, key, topic) => {
+          const record = mskRecord({ value: JSON.stringify(validLogin()), offset, partition });
+          record.topic = topic;
+          record.headers = headers;
+          record.key = key === null ? null : Buffer.from(key).toString("base64");
+          const out = processRecord(record, options);
+          expect(out.kind).toBe("processed");
+          expect(out.bytes).toBe(recordBytes(out.key, out.value, out.headers));
+        },
+      ),
+      { numRuns: 1000 },
+    );
   });
 });

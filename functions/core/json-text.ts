@@ -121,7 +121,8 @@ function nameKind(text: string, start: number, nameEnd: number, escapes: boolean
   return MEMBER_OTHER;
 }
 
-const kindOf = (name: string): number =>
+/** The member kind (MEMBER_*) of a decoded member name. */
+export const kindOf = (name: string): number =>
   name === "timestamp"
     ? MEMBER_TIMESTAMP
     : name === "created_at"

@@ -119,6 +119,20 @@ export function lz4Frame(data: Buffer): Buffer {
   return out.subarray(0, at + 4);
 }
 
+/** An LZ4 length: the 4-bit `base` and, when it is 15, the bytes from `at` that add to it (255 means more follow). */
+function lz4Length(block: Uint8Array, at: number, base: number): [length: number, next: number] {
+  let length = base;
+  let i = at;
+  if (length === 15) {
+    let b: number;
+    do {
+      b = block[i++] as number;
+      length += b;
+    } while (b === 255 && i < block.length);
+  }
+  return [length, i];
+}
+
 /**
  * The LZ4 block format's end-of-block rules (lz4 Block_format.md, "End of block conditions"): the last match starts at
  * least 12 bytes (MFLIMIT) before the end of the block, and the last 5 bytes (LASTLITERALS) are literals. lz4js's
@@ -133,27 +147,14 @@ export function lz4LastSequence(block: Uint8Array, decodedLength: number): numbe
   while (i < block.length) {
     const sequence = i;
     const token = block[i++] as number;
-    let literals = token >>> 4;
-    if (literals === 15) {
-      let b: number;
-      do {
-        b = block[i++] as number;
-        literals += b;
-      } while (b === 255 && i < block.length);
-    }
-    i += literals;
+    const [literals, afterLength] = lz4Length(block, i, token >>> 4);
+    i = afterLength + literals;
     out += literals;
     if (i === block.length) return out === decodedLength ? sequence : -1;
     if (i > block.length) return -1;
-    i += 2; // match offset
-    let match = token & 15;
-    if (match === 15) {
-      let b: number;
-      do {
-        b = block[i++] as number;
-        match += b;
-      } while (b === 255 && i < block.length);
-    }
+    // The 2-byte match offset, then the match length.
+    const [match, afterMatch] = lz4Length(block, i + 2, token & 15);
+    i = afterMatch;
     if (out > decodedLength - 12) return -1;
     out += match + 4;
     if (out > decodedLength - 5) return -1;
@@ -177,16 +178,7 @@ function lz4Block(data: Buffer, out: Buffer, table: Uint32Array): number {
   const last = headSize > 0 ? lz4LastSequence(out.subarray(0, headSize), head) : -1;
   if (last < 0) return 0;
   // The final sequence's literals, then the tail: one literals-only sequence with a new length.
-  const token = out[last] as number;
-  let i = last + 1;
-  let literals = token >>> 4;
-  if (literals === 15) {
-    let b: number;
-    do {
-      b = out[i++] as number;
-      literals += b;
-    } while (b === 255);
-  }
+  const [literals, i] = lz4Length(out, last + 1, (out[last] as number) >>> 4);
   const text = Buffer.concat([out.subarray(i, headSize), data.subarray(head)]);
   const total = literals + 12;
   const lengthBytes: number[] = [];

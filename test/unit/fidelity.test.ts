@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import {
   isWholeNumberToken,
   jsonSyntaxError,
+  kindOf,
   MEMBER_CREATED_AT,
   MEMBER_OTHER,
   MEMBER_PROCESSED_AT,
@@ -301,14 +302,7 @@ describe("sizes are UTF-8 bytes as the broker counts them (defect 2)", () => {
 });
 
 describe("the hot path's member spans (performance)", () => {
-  const kind = (name: string) =>
-    name === "timestamp"
-      ? MEMBER_TIMESTAMP
-      : name === "created_at"
-        ? MEMBER_CREATED_AT
-        : name === "processed_at"
-          ? MEMBER_PROCESSED_AT
-          : MEMBER_OTHER;
+  const kind = kindOf;
   /** Writes names in JSON with some characters escaped, and spacing around members, as any producer might. */
   const writtenAs = (value: Record<string, unknown>, escapeNames: boolean, space: string) =>
     `{${space}${Object.entries(value)

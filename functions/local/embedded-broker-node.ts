@@ -27,12 +27,13 @@
  * the data (start() again restarts the same broker); `destroy()` stops it and removes its folder. The broker stays
  * registered (fenced) in the cluster's metadata after it is gone, as a crashed broker would.
  */
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createKafka } from "../shared/kafka.ts";
 import {
+  BrokerJvm,
   type EmbeddedKafka,
   EmbeddedKafkaError,
   ensureKafkaJars,
@@ -77,8 +78,7 @@ function readProperties(file: string): Map<string, string> {
 }
 
 export class EmbeddedBrokerNode {
-  private process: ChildProcess | undefined;
-  private exited: Promise<void> = Promise.resolve();
+  private readonly jvm = new BrokerJvm();
   private port = 0;
   private proxiedListenerPort = 0;
   readonly dataDir: string;
@@ -109,11 +109,11 @@ export class EmbeddedBrokerNode {
   }
 
   get pid(): number | undefined {
-    return this.process?.pid;
+    return this.jvm.pid;
   }
 
   get running(): boolean {
-    return this.process !== undefined && this.process.exitCode === null && this.process.signalCode === null;
+    return this.jvm.running;
   }
 
   /** Formats the storage on first start, starts the JVM and waits until the cluster lists this broker. */
@@ -161,21 +161,9 @@ export class EmbeddedBrokerNode {
       }
     }
     // Its own process group, as EmbeddedKafka's; killed when this process exits.
-    const child = spawn("java", [...this.jvmArgs(), "-cp", join(libs, "*"), "kafka.Kafka", config], {
-      stdio: ["ignore", "ignore", "pipe"],
-      detached: true,
-    });
-    const killOnExit = () => child.kill("SIGKILL");
-    process.once("exit", killOnExit);
-    child.once("exit", () => process.off("exit", killOnExit));
-    let stderr = "";
-    child.stderr?.on("data", (chunk: Buffer) => {
-      stderr = (stderr + chunk.toString()).slice(-4000);
-    });
-    this.process = child;
-    this.exited = new Promise((done) => child.once("exit", () => done()));
+    this.jvm.spawn([...this.jvmArgs(), "-cp", join(libs, "*"), "kafka.Kafka", config]);
     try {
-      await this.waitUntilListed(() => stderr);
+      await this.waitUntilListed(() => this.jvm.stderrTail);
     } catch (error) {
       await this.kill();
       throw error;
@@ -191,7 +179,7 @@ export class EmbeddedBrokerNode {
       while (Date.now() < deadline) {
         if (!this.running) {
           throw new EmbeddedKafkaError(
-            `broker ${this.nodeId} exited during start-up (code ${this.process?.exitCode}). See ${this.logFile}.\n` +
+            `broker ${this.nodeId} exited during start-up (code ${this.jvm.exitCode}). See ${this.logFile}.\n` +
               `${stderr()}${this.tail()}`,
           );
         }
@@ -209,19 +197,13 @@ export class EmbeddedBrokerNode {
   }
 
   /** Clean shutdown (SIGTERM: controlled shutdown, leaders move; SIGKILL after `graceMs`). Data stays. */
-  async stop(graceMs = 15_000): Promise<void> {
-    if (!this.running) return;
-    this.process?.kill("SIGTERM");
-    const timer = setTimeout(() => this.process?.kill("SIGKILL"), graceMs);
-    await this.exited;
-    clearTimeout(timer);
+  stop(graceMs = 15_000): Promise<void> {
+    return this.jvm.stop(graceMs);
   }
 
   /** Hard crash, as a lost broker would. Data stays. */
-  async kill(): Promise<void> {
-    if (!this.running) return;
-    this.process?.kill("SIGKILL");
-    await this.exited;
+  kill(): Promise<void> {
+    return this.jvm.kill();
   }
 
   /** Stops the broker and removes its folder. */

@@ -235,9 +235,68 @@ export interface EmbeddedKafkaOptions {
   readonly log?: (line: string) => void;
 }
 
-export class EmbeddedKafka {
-  private process: ChildProcess | undefined;
+/**
+ * A broker's JVM in a process group of its own (so that a terminal's Ctrl-C reaches this process, which stops the
+ * broker after draining), killed when this process exits without stopping it. For EmbeddedKafka and EmbeddedBrokerNode.
+ */
+export class BrokerJvm {
+  private child: ChildProcess | undefined;
   private exited: Promise<void> = Promise.resolve();
+  private stderr = "";
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  get exitCode(): number | null | undefined {
+    return this.child?.exitCode;
+  }
+
+  /** The last 4,000 characters the JVM wrote to stderr. */
+  get stderrTail(): string {
+    return this.stderr;
+  }
+
+  /** Starts `java args`; `onProcessExit` also runs (synchronously) when this process exits with the JVM running. */
+  spawn(args: string[], onProcessExit: (child: ChildProcess) => void = () => {}): void {
+    const child = spawn("java", args, { stdio: ["ignore", "ignore", "pipe"], detached: true });
+    const killOnExit = () => {
+      child.kill("SIGKILL");
+      onProcessExit(child);
+    };
+    process.once("exit", killOnExit);
+    child.once("exit", () => process.off("exit", killOnExit));
+    this.stderr = "";
+    child.stderr?.on("data", (chunk: Buffer) => {
+      this.stderr = (this.stderr + chunk.toString()).slice(-4000);
+    });
+    this.child = child;
+    this.exited = new Promise((done) => child.once("exit", () => done()));
+  }
+
+  /** Clean shutdown (SIGTERM: controlled shutdown; SIGKILL after `graceMs`). */
+  async stop(graceMs = 15_000): Promise<void> {
+    if (!this.running) return;
+    this.child?.kill("SIGTERM");
+    const timer = setTimeout(() => this.child?.kill("SIGKILL"), graceMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  /** Hard crash, as a lost broker would. */
+  async kill(): Promise<void> {
+    if (!this.running) return;
+    this.child?.kill("SIGKILL");
+    await this.exited;
+  }
+}
+
+export class EmbeddedKafka {
+  private readonly jvm = new BrokerJvm();
   private port = 0;
   private controllerPort = 0;
   private saslSslPort = 0;
@@ -289,11 +348,11 @@ export class EmbeddedKafka {
   }
 
   get pid(): number | undefined {
-    return this.process?.pid;
+    return this.jvm.pid;
   }
 
   get running(): boolean {
-    return this.process !== undefined && this.process.exitCode === null && this.process.signalCode === null;
+    return this.jvm.running;
   }
 
   /** Formats the storage on first start, starts the JVM and waits until it accepts connections. */
@@ -335,32 +394,18 @@ export class EmbeddedKafka {
         throw new EmbeddedKafkaError(`formatting KRaft storage failed:\n${format.stdout}${format.stderr}`);
       }
     }
-    // Its own process group, so that a Ctrl-C in the terminal reaches us, and we stop the broker after draining.
-    const child = spawn("java", [...this.jvmArgs(), "-cp", classpath, "kafka.Kafka", config], {
-      stdio: ["ignore", "ignore", "pipe"],
-      detached: true,
-    });
     // A process that exits without destroy() (an error, a forced Ctrl-C) takes the broker and its temporary folder
     // with it. Exit handlers run synchronously: wait (briefly) for the JVM to be gone before removing its folder.
-    const killOnExit = () => {
-      child.kill("SIGKILL");
+    this.jvm.spawn([...this.jvmArgs(), "-cp", classpath, "kafka.Kafka", config], (child) => {
       if (!this.ownsDataDir || child.pid === undefined) return;
       waitForDeath(child.pid, 2000);
       rmSync(this.dataDir, { recursive: true, force: true });
-    };
-    process.once("exit", killOnExit);
-    child.once("exit", () => process.off("exit", killOnExit));
-    let stderr = "";
-    child.stderr?.on("data", (chunk: Buffer) => {
-      stderr = (stderr + chunk.toString()).slice(-4000);
     });
-    this.process = child;
-    this.exited = new Promise((done) => child.once("exit", () => done()));
     const deadline = Date.now() + (this.options.startTimeoutMs ?? 90_000);
     while (Date.now() < deadline) {
       if (!this.running) {
         throw new EmbeddedKafkaError(
-          `Kafka exited during start-up (code ${child.exitCode}). See ${this.logFile}.\n${stderr}${this.tail()}`,
+          `Kafka exited during start-up (code ${this.jvm.exitCode}). See ${this.logFile}.\n${this.jvm.stderrTail}${this.tail()}`,
         );
       }
       if (await canConnect(this.port, 500)) {
@@ -373,19 +418,13 @@ export class EmbeddedKafka {
   }
 
   /** Clean shutdown (SIGTERM, then SIGKILL after a grace period); the data directory stays until destroy(). */
-  async stop(graceMs = 15_000): Promise<void> {
-    if (!this.running) return;
-    this.process?.kill("SIGTERM");
-    const timer = setTimeout(() => this.process?.kill("SIGKILL"), graceMs);
-    await this.exited;
-    clearTimeout(timer);
+  stop(graceMs = 15_000): Promise<void> {
+    return this.jvm.stop(graceMs);
   }
 
   /** Hard crash, as a lost broker would. */
-  async kill(): Promise<void> {
-    if (!this.running) return;
-    this.process?.kill("SIGKILL");
-    await this.exited;
+  kill(): Promise<void> {
+    return this.jvm.kill();
   }
 
   /** Stops the broker and removes a temporary data directory. */

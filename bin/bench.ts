@@ -12,7 +12,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,6 +24,7 @@ import { type OutputRecord, processEvent } from "../functions/core/process.ts";
 import { GeneratorModel } from "../functions/generator/model.ts";
 import { EmbeddedKafka } from "../functions/local/embedded-kafka.ts";
 import { MskEventSourceHarness } from "../functions/local/harness.ts";
+import { workerEnvironment } from "../functions/local/worker-environment.ts";
 import { containerSender, createHandler } from "../functions/processor/processor.ts";
 import { nextRequest } from "../functions/processor/sender.ts";
 import { CODECS } from "../functions/shared/codecs.ts";
@@ -328,8 +329,54 @@ async function lagZero(kafka: Kafka, groupId: string, topic: string, timeoutMs: 
   throw new Error(`group ${groupId} did not catch up on ${topic} in time`);
 }
 
+interface RunFigures {
+  recordsPerSecond: number;
+  /** This process's CPU time (every thread) per record. */
+  processCpuMicrosPerRecord: number;
+  /** This process's CPU time over the run's wall time (1 = one core busy). */
+  processCpuShare: number;
+  /** The embedded broker's CPU time over the run's wall time. */
+  brokerCpuShare?: number;
+}
+
+/** The embedded broker's CPU time so far in ms (Linux /proc, user + system, 100 ticks/s); undefined on --brokers. */
+function brokerCpu(broker: EmbeddedKafka | undefined): (() => number) | undefined {
+  const pid = broker?.pid;
+  if (pid === undefined) return undefined;
+  return () => {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  };
+}
+
+/** Runs `run` (which returns records/s for `count` records) and measures the CPU it and the broker spent. */
+async function measuredRun(
+  count: number,
+  brokerCpuMs: (() => number) | undefined,
+  run: () => Promise<number>,
+): Promise<RunFigures> {
+  const broker = brokerCpuMs?.();
+  let recordsPerSecond = 0;
+  const { ms, cpuUs } = await measured(async () => {
+    recordsPerSecond = await run();
+  });
+  return {
+    recordsPerSecond,
+    processCpuMicrosPerRecord: cpuUs / count,
+    processCpuShare: cpuUs / 1000 / ms,
+    ...(brokerCpuMs && broker !== undefined ? { brokerCpuShare: (brokerCpuMs() - broker) / ms } : {}),
+  };
+}
+
 /** The pipeline (harness + handler) draining `source`, in records/s. */
-async function pipelineRun(kafka: Kafka, brokers: string[], source: string, count: number): Promise<number> {
+async function pipelineRun(
+  kafka: Kafka,
+  brokers: string[],
+  source: string,
+  count: number,
+  /** Above 1: worker environments running `bundle`, as `npm run harness -- --concurrency N --handler bundle`. */
+  environments?: { concurrency: number; bundle: string },
+): Promise<number> {
   const id = randomUUID().slice(0, 8);
   const processed = `bench-processed-${id}`;
   const dlq = `bench-dlq-${id}`;
@@ -343,6 +390,13 @@ async function pipelineRun(kafka: Kafka, brokers: string[], source: string, coun
     PROCESSED_TOPIC: processed,
     DLQ_TOPIC: dlq,
   });
+  const env = {
+    ...process.env,
+    KAFKA_BROKERS: brokers.join(","),
+    SOURCE_TOPIC: source,
+    PROCESSED_TOPIC: processed,
+    DLQ_TOPIC: dlq,
+  };
   const container = containerSender(config);
   const handler = createHandler({ config, getSender: container.getSender });
   const groupId = `bench-pipeline-${id}`;
@@ -355,7 +409,12 @@ async function pipelineRun(kafka: Kafka, brokers: string[], source: string, coun
     batchWindowMs: 100,
     // Throughput only: nothing fails here, so no on-failure topic to create.
     onFailureTopic: null,
-    invoke: (e) => handler(e, {} as never),
+    ...(environments
+      ? {
+          concurrency: environments.concurrency,
+          newEnvironment: () => workerEnvironment({ modulePath: environments.bundle, env }),
+        }
+      : { invoke: (e: MskEvent) => handler(e, {} as never) }),
   });
   const started = performance.now();
   await harness.start();
@@ -859,37 +918,67 @@ runMain(async () => {
       fmt(figure(memory.map((m) => m.maxRssMb)), 0),
     );
 
-    // End to end against the copy baseline, interleaved; the first round of each is a warm-up, reported apart.
+    // End to end against the copy baseline, interleaved; the first round of each is a warm-up, reported apart. The
+    // pipeline as `npm run harness` runs it by default (one invocation at a time, in this process) and with
+    // --concurrency 3 (three worker environments running the Lambda bundle), with each run's CPU: this process's
+    // (harness, consumer, environments) and, on the embedded broker, the broker's.
     const source = `bench-source-${randomUUID().slice(0, 8)}`;
     await ensureTopics(kafka, [{ topic: source, numPartitions: 3, configs: sizeConfigs("source") }]);
     const count = await produceAll(kafka, source, mskEvents(e2eRecords, 10_000, 0, 3));
-    const pipeline: number[] = [];
-    const baseline: number[] = [];
+    const brokerCpuMs = brokerCpu(broker);
+    const rounds: Record<"copy" | "pipeline" | "concurrent", RunFigures[]> = { copy: [], pipeline: [], concurrent: [] };
     for (let run = 0; run < (quick ? 2 : 4); run++) {
-      baseline.push(await copyRun(kafka, source, count));
-      pipeline.push(await pipelineRun(kafka, brokers, source, count));
+      rounds.copy.push(await measuredRun(count, brokerCpuMs, () => copyRun(kafka, source, count)));
+      rounds.pipeline.push(await measuredRun(count, brokerCpuMs, () => pipelineRun(kafka, brokers, source, count)));
+      rounds.concurrent.push(
+        await measuredRun(count, brokerCpuMs, () =>
+          pipelineRun(kafka, brokers, source, count, { concurrency: 3, bundle }),
+        ),
+      );
     }
-    const warmPipeline = pipeline.slice(1);
-    const warmBaseline = baseline.slice(1);
-    const ratio = figure(warmPipeline.map((p, i) => p / (warmBaseline[i] as number)));
+    const warm = (figures: RunFigures[]) => figures.slice(1);
+    const rate = (figures: RunFigures[]) => figure(warm(figures).map((f) => f.recordsPerSecond));
+    const ratioOf = (figures: RunFigures[]) =>
+      figure(warm(figures).map((f, i) => f.recordsPerSecond / (warm(rounds.copy)[i] as RunFigures).recordsPerSecond));
+    const cpuOf = (figures: RunFigures[]) => ({
+      processCpuMicrosPerRecord: figure(warm(figures).map((f) => f.processCpuMicrosPerRecord)),
+      processCpuShare: figure(warm(figures).map((f) => f.processCpuShare)),
+      ...(brokerCpuMs ? { brokerCpuShare: figure(warm(figures).map((f) => f.brokerCpuShare as number)) } : {}),
+    });
     results.endToEnd = {
       records: count,
       batchSize: 10_000,
-      pipeline: figure(warmPipeline),
-      copyBaseline: figure(warmBaseline),
-      ratio,
+      pipeline: rate(rounds.pipeline),
+      copyBaseline: rate(rounds.copy),
+      ratio: ratioOf(rounds.pipeline),
+      concurrency3: {
+        pipeline: rate(rounds.concurrent),
+        ratio: ratioOf(rounds.concurrent),
+        ...cpuOf(rounds.concurrent),
+      },
+      cpu: { pipeline: cpuOf(rounds.pipeline), copyBaseline: cpuOf(rounds.copy) },
       firstRound: {
-        pipeline: pipeline[0],
-        copyBaseline: baseline[0],
-        ratio: (pipeline[0] as number) / (baseline[0] as number),
+        pipeline: rounds.pipeline[0]?.recordsPerSecond,
+        concurrency3: rounds.concurrent[0]?.recordsPerSecond,
+        copyBaseline: rounds.copy[0]?.recordsPerSecond,
       },
     };
-    line(`end to end, ${count} records, --batch-size 10000: pipeline rec/s`, fmt(figure(warmPipeline)));
-    line("  copy baseline (same client, no processing) rec/s", fmt(figure(warmBaseline)));
-    line("  ratio pipeline / baseline (per run pair)", fmt(ratio, 2));
+    line(`end to end, ${count} records, --batch-size 10000: pipeline rec/s`, fmt(rate(rounds.pipeline)));
+    line("  copy baseline (same client, no processing) rec/s", fmt(rate(rounds.copy)));
+    line("  ratio pipeline / baseline (per run pair)", fmt(ratioOf(rounds.pipeline), 2));
+    line("  --concurrency 3 (worker environments, the bundle) rec/s", fmt(rate(rounds.concurrent)));
+    line("  ratio --concurrency 3 / baseline (per run pair)", fmt(ratioOf(rounds.concurrent), 2));
+    for (const [name, figures] of Object.entries(rounds)) {
+      const cpu = cpuOf(figures);
+      line(
+        `  ${name}: CPU µs/record of this process; its CPU share; the broker's`,
+        `${fmt(cpu.processCpuMicrosPerRecord, 1)}; ${fmt(cpu.processCpuShare, 2)}; ` +
+          (cpu.brokerCpuShare ? fmt(cpu.brokerCpuShare, 2) : "n/a (--brokers)"),
+      );
+    }
     line(
-      "  first round (warm-up): pipeline, baseline rec/s",
-      `${(pipeline[0] as number).toFixed(0)}, ${(baseline[0] as number).toFixed(0)}`,
+      "  first round (warm-up): pipeline, --concurrency 3, baseline rec/s",
+      [rounds.pipeline, rounds.concurrent, rounds.copy].map((f) => f[0]?.recordsPerSecond.toFixed(0)).join(", "),
     );
 
     // Clients on the same produce workload.

@@ -4,9 +4,10 @@
  * summary; repeated ones do not interrupt that (again after 5 s forces the exit).
  */
 
-import { MskEventSourceHarness, type StartingPosition } from "../functions/local/harness.ts";
-import { DEFAULT_HANDLER, loadHandler } from "../functions/local/lambda-runtime.ts";
+import { MAX_POLLER_CONCURRENCY, MskEventSourceHarness, type StartingPosition } from "../functions/local/harness.ts";
+import { DEFAULT_HANDLER } from "../functions/local/lambda-runtime.ts";
 import { startProgress, summaryText } from "../functions/local/progress.ts";
+import { harnessFunction } from "../functions/local/worker-environment.ts";
 import { loadConnectionConfig, loadTopics } from "../functions/shared/config.ts";
 import {
   ESM_DEFAULTS,
@@ -34,6 +35,9 @@ const USAGE = `usage: npm run harness -- --brokers HOST:PORT [flags]
   --starting-timestamp T   with AT_TIMESTAMP: ISO-8601 time or epoch milliseconds
   --session-timeout-ms N   how long the group waits for a harness that died, 6000..300000 (default: 30000)
   --handler PATH           module exporting handler (default: the processor, ${DEFAULT_HANDLER})
+  --concurrency N          invocations at once, each on other partitions, 1..${MAX_POLLER_CONCURRENCY} (one event poller's limit);
+                           above 1 each runs in an execution environment of its own, a worker thread (default: 1,
+                           in this process)
 Error handling, defaulting to what the CDK stack deploys (functions/shared/esm.ts):
   --retry-attempts N       retries of a failed batch before its records are parked, -1 (infinite; 10 with an
                            on-failure topic, as Lambda) or 0..${MAX_RETRY_ATTEMPTS} (default: ${D.retryAttempts})
@@ -60,6 +64,7 @@ runMain(async () => {
       "starting-timestamp": { type: "string" },
       "session-timeout-ms": { type: "string" },
       handler: { type: "string" },
+      concurrency: { type: "string" },
       "retry-attempts": { type: "string" },
       "max-record-age-s": { type: "string" },
       bisect: { type: "boolean" },
@@ -115,6 +120,7 @@ runMain(async () => {
   const bisectBatchOnError = toggleFlag(flags.bisect, flags["no-bisect"], "bisect", D.bisectBatchOnError);
   const batchSize = intFlag(flags["batch-size"], "batch-size", 100, 1, MAX_BATCH_SIZE);
   const batchWindowMs = intFlag(flags["batch-window-ms"], "batch-window-ms", 500, 0, MAX_BATCH_WINDOW_MS);
+  const concurrency = intFlag(flags.concurrency, "concurrency", 1, 1, MAX_POLLER_CONCURRENCY);
   const sessionTimeoutMs = intFlag(flags["session-timeout-ms"], "session-timeout-ms", 30_000, 6000, 300_000);
   // Every flag checked before anything connects: a bad flag fails at once, naming itself.
   const connection = loadConnectionConfig({
@@ -122,7 +128,7 @@ runMain(async () => {
     ...(flags.brokers ? { KAFKA_BROKERS: flags.brokers } : {}),
   });
   const { kafka, brokers } = await connectKafka(connection, "user-login-esm-harness");
-  const handler = await loadHandler(flags.handler);
+  const handler = await harnessFunction(concurrency, flags.handler);
   const harness = new MskEventSourceHarness({
     kafka,
     bootstrapServers: brokers.join(","),
@@ -141,7 +147,7 @@ runMain(async () => {
     reportBatchItemFailures,
     onFailureTopic: onFailureTopic === "none" ? null : onFailureTopic,
     timeoutMs,
-    invoke: handler.invoke,
+    ...handler.options,
   });
   let stopProgress = () => {};
   const stopping = untilSignal(() => {

@@ -28,7 +28,7 @@ import { kafkaSink, producerSlot } from "../functions/generator/main.ts";
 import { GeneratorModel } from "../functions/generator/model.ts";
 import { runGenerator } from "../functions/generator/run.ts";
 import { EmbeddedKafka, REPO_ROOT } from "../functions/local/embedded-kafka.ts";
-import { MAX_BATCH_SIZE, MskEventSourceHarness } from "../functions/local/harness.ts";
+import { MAX_BATCH_SIZE, MAX_POLLER_CONCURRENCY, MskEventSourceHarness } from "../functions/local/harness.ts";
 import {
   type AclBinding,
   applyAcls,
@@ -46,8 +46,8 @@ import {
   templateCluster,
   templateRoleGrants,
 } from "../functions/local/iam-acl.ts";
-import { loadHandler } from "../functions/local/lambda-runtime.ts";
 import { startProgress, summaryText } from "../functions/local/progress.ts";
+import { harnessFunction } from "../functions/local/worker-environment.ts";
 import { loadConnectionConfig, loadTopics } from "../functions/shared/config.ts";
 import { ESM_DEFAULTS } from "../functions/shared/esm.ts";
 import { connectKafka } from "../functions/shared/kafka.ts";
@@ -63,6 +63,8 @@ const USAGE = `usage: npm start -- [flags]
   --partitions N       partitions of each topic it creates (default: 3)
   --batch-size N       records per invocation, 1..${MAX_BATCH_SIZE} (default: 100)
   --batch-window-ms N  longest wait to fill a batch (default: 500)
+  --concurrency N      invocations at once, each on other partitions, 1..${MAX_POLLER_CONCURRENCY}; above 1 each runs in an
+                       execution environment of its own, a worker thread (default: 1, in this process)
   --console-port N     serve the web console on this port (default: 8080; 0 turns it off)
   --console-host H     address the console binds (default: 127.0.0.1; anything else is reachable from other machines)
   --enforce-iam        the embedded broker enforces the stack's IAM policies as ACLs (synthesized from lib/), and each
@@ -226,6 +228,7 @@ runMain(async () => {
       partitions: { type: "string" },
       "batch-size": { type: "string" },
       "batch-window-ms": { type: "string" },
+      concurrency: { type: "string" },
       "enforce-iam": { type: "boolean" },
       "console-port": { type: "string" },
       "console-host": { type: "string" },
@@ -240,6 +243,7 @@ runMain(async () => {
   const partitions = intFlag(flags.partitions, "partitions", 3, 1, 1000);
   const batchSize = intFlag(flags["batch-size"], "batch-size", 100, 1, MAX_BATCH_SIZE);
   const batchWindowMs = intFlag(flags["batch-window-ms"], "batch-window-ms", 500, 0, 300_000);
+  const concurrency = intFlag(flags.concurrency, "concurrency", 1, 1, MAX_POLLER_CONCURRENCY);
   const topics = loadTopics(process.env);
   const consolePort = intFlag(flags["console-port"], "console-port", 8080, 0, 65535);
   const consoleHost = flags["console-host"] ?? "127.0.0.1";
@@ -298,7 +302,7 @@ runMain(async () => {
       else process.env[name] = value;
     }
   }
-  const handler = await loadHandler();
+  const handler = await harnessFunction(concurrency);
   const { kafka: esmKafka, brokers } = await connect("processor", "user-login-local");
   const harness = new MskEventSourceHarness({
     kafka: esmKafka,
@@ -310,7 +314,7 @@ runMain(async () => {
     batchSize,
     batchWindowMs,
     // Retries, bisect, record age, partial batch responses, timeout and on-failure topic: as deployed (ESM_DEFAULTS).
-    invoke: handler.invoke,
+    ...handler.options,
   });
   await harness.start();
 

@@ -2,7 +2,9 @@
  * A local emulator of Lambda's Amazon MSK event source mapping (ESM): a consumer group polls the source topic,
  * builds batches of up to `batchSize` records or 6 MB (records of several partitions may share a batch), waiting at
  * most `batchWindowMs`; builds the exact event Lambda sends; invokes the handler in-process; commits offsets only
- * after success. Each partition is processed in order, one batch at a time.
+ * after success. Each partition is processed in order, one batch at a time; with `concurrency` above 1, batches of
+ * different partitions are invoked at once, each in an execution environment of its own, as one Lambda event poller
+ * does (up to 5 concurrent invocations).
  *
  * Error handling as the deployed ESM is configured (defaults: functions/shared/esm.ts ESM_DEFAULTS, the values the
  * stack deploys), after the Lambda Developer Guide's "Configuring error handling controls for Kafka event sources"
@@ -109,9 +111,44 @@ export interface HarnessOptions {
   readonly timeoutMs?: number;
   /** Told of each failed write to the on-failure topic (which is retried): e.g. an authorization refusal. */
   readonly onFailureTopicError?: (error: unknown) => void;
-  /** The function: gets the event and its timeout, returns its response or throws. */
-  readonly invoke: (event: MskEvent, timeoutMs: number) => Promise<unknown>;
+  /**
+   * The function, in one execution environment (e.g. loadHandler's, in this process): gets the event and its
+   * timeout, returns its response or throws. Give this or `newEnvironment`.
+   */
+  readonly invoke?: InvokeFunction;
+  /**
+   * Up to how many invocations run at once (1 to 5): an event poller runs up to 5 concurrent invocations ("Apache
+   * Kafka event poller scaling modes in Lambda", kafka-scaling-modes.md), and this harness is one poller. Each
+   * partition still has at most one invocation in flight (records of a partition are delivered in order), so
+   * invocations overlap only across partitions. Above 1 it needs `newEnvironment`: as in Lambda, an execution
+   * environment serves one invocation at a time. @default 1
+   */
+  readonly concurrency?: number;
+  /**
+   * Makes an execution environment (e.g. functions/local/worker-environment.ts: the handler loaded afresh on a
+   * worker thread, with its own producer) when none is free; the harness closes the ones it made when it stops. An
+   * environment whose invocation timed out or whose runtime died is not used again (Lambda replaces it).
+   */
+  readonly newEnvironment?: () => FunctionEnvironment | Promise<FunctionEnvironment>;
 }
+
+export type InvokeFunction = (event: MskEvent, timeoutMs: number) => Promise<unknown>;
+
+/** An execution environment of the function: one invocation at a time. */
+export interface FunctionEnvironment {
+  readonly invoke: InvokeFunction;
+  readonly close: () => Promise<void>;
+  /** False once its runtime died: it takes no more invocations. @default always true */
+  readonly alive?: () => boolean;
+  /**
+   * Stops the function at once (the invocation timed out), as Lambda stops the environment. Without it, a timed-out
+   * invocation runs on and whatever it writes later is a duplicate.
+   */
+  readonly abort?: () => Promise<void>;
+}
+
+/** Concurrent invocations of one event poller (kafka-scaling-modes.md: "up to 5 concurrent invocations"). */
+export const MAX_POLLER_CONCURRENCY = 5;
 
 export interface HarnessStats {
   invocations: number;
@@ -292,7 +329,15 @@ export class MskEventSourceHarness {
   private openCount = 0;
   private openBytes = 0;
   private timer: NodeJS.Timeout | undefined;
-  private invocations: Promise<void> = Promise.resolve();
+  private readonly concurrency: number;
+  /** Closed batches waiting for a free invocation slot, oldest first. */
+  private readonly queued: Share[][] = [];
+  /** Invocations running (their batches, from invocation to settling every share). */
+  private readonly running = new Set<Promise<void>>();
+  /** Environments free for an invocation; the caller's `invoke` is the first. */
+  private readonly idle: FunctionEnvironment[];
+  /** Environments this harness made (closed on stop). */
+  private readonly made = new Set<FunctionEnvironment>();
   /** Invocations that timed out but have not returned yet. */
   private readonly lingering = new Set<Promise<unknown>>();
   private readonly highWatermarks = new Map<string, number>();
@@ -335,6 +380,16 @@ export class MskEventSourceHarness {
     if (age !== -1)
       checkRange("maximum record age (s, -1 for none)", age, MIN_RECORD_AGE_SECONDS, MAX_RECORD_AGE_SECONDS);
     this.maxRecordAgeMs = age === -1 ? Number.POSITIVE_INFINITY : age * 1000;
+    this.concurrency = checkRange("concurrency", options.concurrency ?? 1, 1, MAX_POLLER_CONCURRENCY);
+    if ((options.invoke === undefined) === (options.newEnvironment === undefined)) {
+      throw new HarnessOptionError("give the function as invoke (one environment) or newEnvironment, not both");
+    }
+    if (this.concurrency > 1 && !options.newEnvironment) {
+      throw new HarnessOptionError(
+        "concurrency above 1 needs newEnvironment: each concurrent invocation runs in an execution environment of its own",
+      );
+    }
+    this.idle = options.invoke ? [{ invoke: options.invoke, close: async () => {} }] : [];
     this.timeoutMs = checkRange(
       "timeout (ms)",
       options.timeoutMs ?? ESM_DEFAULTS.functionTimeoutSeconds * 1000,
@@ -428,12 +483,14 @@ export class MskEventSourceHarness {
     const stopping = consumer.stop();
     this.closeOpenBatch();
     await stopping;
-    await this.invocations;
+    await this.invocationsSettled();
     for (const timer of this.resumeTimers) clearTimeout(timer);
     this.resumeTimers.clear();
     await consumer.disconnect();
     // A timed-out invocation may still be writing: give it a moment before the caller closes the function's clients.
     await Promise.race([Promise.allSettled([...this.lingering]), sleep(5000)]);
+    await Promise.allSettled([...this.made].map((environment) => environment.close()));
+    this.made.clear();
     await this.failureProducer?.disconnect();
     this.failureProducer = undefined;
   }
@@ -763,21 +820,52 @@ export class MskEventSourceHarness {
     this.openCount = 0;
     this.openBytes = 0;
     if (shares.length === 0) return;
-    this.invocations = this.invocations
-      .then(() => this.invokeBatch(shares))
-      .catch((error: unknown) => {
-        // A bug of the harness's own must not wedge the chain: the shares fail and are retried.
-        const message = error instanceof Error ? error.message : String(error);
-        for (const share of shares) share.settle({ kind: "error", error: `harness error: ${message}` });
-      });
+    this.queued.push(shares);
+    this.startInvocations();
+  }
+
+  /**
+   * Starts queued batches while fewer than `concurrency` run. Batches never share a partition in flight: a partition's
+   * loop waits for its share's outcome before it submits the next one.
+   */
+  private startInvocations(): void {
+    while (this.running.size < this.concurrency && this.queued.length > 0) {
+      const shares = this.queued.shift() as Share[];
+      const run: Promise<void> = this.invokeBatch(shares)
+        .catch((error: unknown) => {
+          // A bug of the harness's own must not wedge anything: the shares fail and are retried.
+          const message = error instanceof Error ? error.message : String(error);
+          for (const share of shares) share.settle({ kind: "error", error: `harness error: ${message}` });
+        })
+        .finally(() => {
+          this.running.delete(run);
+          this.startInvocations();
+        });
+      this.running.add(run);
+    }
+  }
+
+  /** Resolves when no batch is queued or running. */
+  private async invocationsSettled(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running]);
+  }
+
+  /** A free execution environment: an idle one, else a new one (at most `concurrency` are ever busy). */
+  private async environment(): Promise<FunctionEnvironment> {
+    const idle = this.idle.pop();
+    if (idle) return idle;
+    const made = await (this.options.newEnvironment as () => Promise<FunctionEnvironment>)();
+    this.made.add(made);
+    return made;
   }
 
   /** Calls the function; an error, a rejection or the timeout passing first is a function error. */
   private async call(event: MskEvent): Promise<{ response: unknown } | { error: string; timedOut?: boolean }> {
+    const environment = await this.environment();
     let timer: NodeJS.Timeout | undefined;
     // Through a promise: a handler that throws synchronously is a function error like any other.
     const invocation = Promise.resolve()
-      .then(() => this.options.invoke(event, this.timeoutMs))
+      .then(() => environment.invoke(event, this.timeoutMs))
       .then(
         (response) => ({ response }),
         (thrown: unknown) => ({ error: thrown instanceof Error ? thrown.message : String(thrown) }),
@@ -790,10 +878,20 @@ export class MskEventSourceHarness {
     });
     const result = await Promise.race([invocation, timeout]).finally(() => clearTimeout(timer));
     if ("timedOut" in result) {
-      // Lambda would stop the function here; in-process it runs on, and whatever it writes later is a duplicate.
-      this.lingering.add(invocation);
-      void invocation.finally(() => this.lingering.delete(invocation));
+      if (environment.abort) {
+        // Lambda stops the function here: so does an environment that can (a worker thread ends).
+        await environment.abort().catch(() => {});
+      } else {
+        // In-process the function runs on, and whatever it writes later is a duplicate.
+        this.lingering.add(invocation);
+        void invocation.finally(() => this.lingering.delete(invocation));
+      }
     }
+    if (this.made.has(environment) && ("timedOut" in result || environment.alive?.() === false)) {
+      // Lambda replaces an environment that timed out or whose runtime died: closed once its invocation returns.
+      this.made.delete(environment);
+      void invocation.finally(() => environment.close().catch(() => {}));
+    } else this.idle.push(environment);
     return result;
   }
 

@@ -19,8 +19,21 @@ export interface LoadedHandler {
 /** The processor's handler source; a built bundle (with the same exports) can be given instead. */
 export const DEFAULT_HANDLER = resolve(import.meta.dirname, "../processor/handler.ts");
 
+/** The data fields of a Lambda context (what can be posted to another thread). */
+export type LambdaContextFields = Omit<Context, "getRemainingTimeInMillis" | "done" | "fail" | "succeed">;
+
 export function lambdaContext(functionName = "user-login-processor", timeoutMs = 60_000): Context {
   const deadline = Date.now() + timeoutMs;
+  return {
+    ...lambdaContextFields(functionName),
+    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
+    done: () => {},
+    fail: () => {},
+    succeed: () => {},
+  };
+}
+
+export function lambdaContextFields(functionName = "user-login-processor"): LambdaContextFields {
   return {
     callbackWaitsForEmptyEventLoop: false,
     functionName,
@@ -30,10 +43,6 @@ export function lambdaContext(functionName = "user-login-processor", timeoutMs =
     awsRequestId: randomUUID(),
     logGroupName: `/aws/lambda/${functionName}`,
     logStreamName: "local",
-    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
-    done: () => {},
-    fail: () => {},
-    succeed: () => {},
   };
 }
 

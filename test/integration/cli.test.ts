@@ -211,32 +211,42 @@ describe("npm run kafka", () => {
 });
 
 describe("npm start", () => {
-  it("runs generator, harness and handler on the broker, and stops cleanly on SIGINT with a summary", async () => {
-    const { kafka, brokers } = testKafka("start-cli-test");
-    const id = randomUUID().slice(0, 8);
-    const env = {
-      KAFKA_BROKERS: brokers.join(","),
-      SOURCE_TOPIC: `user-login-${id}`,
-      PROCESSED_TOPIC: `processed-user-login-${id}`,
-      DLQ_TOPIC: `user-login-dlq-${id}`,
-    };
-    // No console: 8080 may be taken, and the console's own test covers it.
-    const child = startCli("start.ts", ["--rate", "200", "--batch-window-ms", "100", "--console-port", "0"], env);
-    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-    await waitFor("the pipeline to start", () => child.output().includes("pipeline running"), 60_000);
-    await new Promise((resolve) => setTimeout(resolve, 3000));
-    child.kill("SIGINT");
-    expect(await exited).toBe(0);
-    const output = child.output();
-    const generated = Number(/generated (\d+) events/.exec(output)?.[1]);
-    const committed = Number(/records committed\s+(\d+)/.exec(output)?.[1]);
-    expect(generated).toBeGreaterThan(100);
-    expect(committed).toBeGreaterThan(0);
-    const processed = await readTopic(kafka, env.PROCESSED_TOPIC);
-    const dead = await readTopic(kafka, env.DLQ_TOPIC);
-    expect(processed.length + dead.length).toBe(committed);
-    expect(Number(/processed\s+(\d+)/.exec(output.slice(output.indexOf("summary:")))?.[1])).toBe(processed.length);
-  });
+  it.each([
+    ["in this process", []],
+    ["in three worker environments (--concurrency 3)", ["--concurrency", "3"]],
+  ])(
+    "runs generator, harness and handler (%s) on the broker, and stops cleanly on SIGINT with a summary",
+    async (_, flags) => {
+      const { kafka, brokers } = testKafka("start-cli-test");
+      const id = randomUUID().slice(0, 8);
+      const env = {
+        KAFKA_BROKERS: brokers.join(","),
+        SOURCE_TOPIC: `user-login-${id}`,
+        PROCESSED_TOPIC: `processed-user-login-${id}`,
+        DLQ_TOPIC: `user-login-dlq-${id}`,
+      };
+      // No console: 8080 may be taken, and the console's own test covers it.
+      const child = startCli(
+        "start.ts",
+        ["--rate", "200", "--batch-window-ms", "100", "--console-port", "0", ...flags],
+        env,
+      );
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      await waitFor("the pipeline to start", () => child.output().includes("pipeline running"), 60_000);
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      child.kill("SIGINT");
+      expect(await exited).toBe(0);
+      const output = child.output();
+      const generated = Number(/generated (\d+) events/.exec(output)?.[1]);
+      const committed = Number(/records committed\s+(\d+)/.exec(output)?.[1]);
+      expect(generated).toBeGreaterThan(100);
+      expect(committed).toBeGreaterThan(0);
+      const processed = await readTopic(kafka, env.PROCESSED_TOPIC);
+      const dead = await readTopic(kafka, env.DLQ_TOPIC);
+      expect(processed.length + dead.length).toBe(committed);
+      expect(Number(/processed\s+(\d+)/.exec(output.slice(output.indexOf("summary:")))?.[1])).toBe(processed.length);
+    },
+  );
 
   it("survives a terminal's double Ctrl-C on its embedded broker: summary, exit 0, no broker or process left", async () => {
     // tsx as `npm start` runs it (npm's own layers are in the npm run kafka test): its status is the program's.
@@ -268,6 +278,7 @@ describe("npm run harness", () => {
     [["--max-record-age-s", "30"], /--max-record-age-s must be -1 or from 60 to 604800, got "30"/],
     [["--retry-attempts=-2"], /--retry-attempts must be a whole number from -1 to 10000, got "-2"/],
     [["--timeout-s", "901"], /--timeout-s must be a whole number from 1 to 900, got "901"/],
+    [["--concurrency", "6"], /--concurrency must be a whole number from 1 to 5, got "6"/],
     [["--on-failure-topic", ""], /--on-failure-topic needs a topic name, or "none"/],
     [
       ["--report-batch-item-failures", "--no-report-batch-item-failures"],

@@ -7,7 +7,12 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MskEvent } from "../../functions/core/msk.ts";
 import { account } from "../../functions/local/accounting.ts";
-import { FAILURE_HEADER, type HarnessOptions, MskEventSourceHarness } from "../../functions/local/harness.ts";
+import {
+  FAILURE_HEADER,
+  type HarnessOptions,
+  type InvokeFunction,
+  MskEventSourceHarness,
+} from "../../functions/local/harness.ts";
 import { SEND_RESERVE_MS } from "../../functions/processor/processor.ts";
 import { ESM_DEFAULTS, MIN_PROCESSOR_TIMEOUT_SECONDS, RETRIES_WITH_DESTINATION } from "../../functions/shared/esm.ts";
 import { createProducer } from "../../functions/shared/kafka.ts";
@@ -56,7 +61,7 @@ const offsetsOf = (event: MskEvent) => Object.values(event.records).flatMap((rec
 /** Runs a harness until its group has committed everything, then stops it; records each invocation's offsets. */
 async function run(
   topics: Setup,
-  options: Partial<HarnessOptions> & { invoke: HarnessOptions["invoke"] },
+  options: Partial<HarnessOptions> & { invoke: InvokeFunction },
 ): Promise<{ harness: MskEventSourceHarness; groupId: string; invocations: number[][] }> {
   const groupId = `esm-errors-${randomUUID()}`;
   const invocations: number[][] = [];

@@ -1,0 +1,217 @@
+/**
+ * The harness's execution environments on worker threads (functions/local/worker-environment.ts): concurrent
+ * invocations across partitions as one Lambda event poller runs them (up to 5), never two of one partition at once;
+ * an environment serves one invocation at a time and keeps its own module state; a function that spins past its
+ * timeout is stopped and replaced (the harness keeps its heartbeats: no rebalance); a runtime that dies fails only its
+ * invocation. Real broker; the last case runs the real processor handler in workers and closes with the accounting.
+ */
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import type { MskEvent } from "../../functions/core/msk.ts";
+import { account } from "../../functions/local/accounting.ts";
+import { type FunctionEnvironment, HarnessOptionError, MskEventSourceHarness } from "../../functions/local/harness.ts";
+import { DEFAULT_HANDLER } from "../../functions/local/lambda-runtime.ts";
+import { workerEnvironment } from "../../functions/local/worker-environment.ts";
+import { ensureTopics } from "../../functions/shared/topics.ts";
+import { createTopicTrio, drain, produce, testKafka } from "../support/kafka.ts";
+import { validLogin } from "../support/msk.ts";
+
+const FIXTURE = resolve(import.meta.dirname, "../support/environment-fixture.ts");
+const { kafka, brokers } = testKafka("environments-test");
+const dirs: string[] = [];
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+interface Call {
+  environment: string;
+  invocations: number;
+  threadId: number;
+  records: number;
+  remainingMs: number;
+  partitions: string[];
+  offsets: string[];
+  start: number;
+  end: number;
+}
+
+/** Worker environments of the fixture (or another handler), each invocation observed from this thread. */
+function observedEnvironments(env: Record<string, string>, modulePath = FIXTURE) {
+  const dir = mkdtempSync(join(tmpdir(), "environments-"));
+  dirs.push(dir);
+  const calls: Call[] = [];
+  const made: FunctionEnvironment[] = [];
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const newEnvironment = (): FunctionEnvironment => {
+    const inner = workerEnvironment({ modulePath, env: { ...process.env, FIXTURE_DIR: dir, ...env } });
+    made.push(inner);
+    let busy = false;
+    return {
+      ...inner,
+      invoke: async (event: MskEvent, timeoutMs: number) => {
+        // An environment serves one invocation at a time: a second one here is a harness bug.
+        expect(busy).toBe(false);
+        busy = true;
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        const start = performance.now();
+        try {
+          const response = (await inner.invoke(event, timeoutMs)) as Omit<Call, "partitions" | "offsets">;
+          const offsets = Object.entries(event.records).flatMap(([id, records]) =>
+            records.map((r) => `${id}/${r.offset}`),
+          );
+          calls.push({ ...response, partitions: Object.keys(event.records), offsets, start, end: performance.now() });
+          return response;
+        } finally {
+          inFlight--;
+          busy = false;
+        }
+      },
+    };
+  };
+  return { dir, calls, made, newEnvironment, maxInFlight: () => maxInFlight };
+}
+
+async function sourceTopic(records: number, partitions = 3): Promise<string> {
+  const topic = `environments-${randomUUID().slice(0, 8)}`;
+  await ensureTopics(kafka, [{ topic, numPartitions: partitions }]);
+  await produce(
+    kafka,
+    topic,
+    Array.from({ length: records }, (_, i) => ({ key: `key-${i}`, value: JSON.stringify({ i }) })),
+  );
+  return topic;
+}
+
+describe("worker environments", () => {
+  it("refuses concurrency it cannot give, naming the option", () => {
+    const base = { kafka, bootstrapServers: brokers.join(","), topic: "t", onFailureTopic: null };
+    const invoke = async () => ({});
+    const close = async () => {};
+    expect(() => new MskEventSourceHarness({ ...base, invoke, concurrency: 2 })).toThrow(
+      /concurrency above 1 needs newEnvironment/,
+    );
+    expect(
+      () => new MskEventSourceHarness({ ...base, newEnvironment: () => ({ invoke, close }), concurrency: 6 }),
+    ).toThrow(new HarnessOptionError("concurrency must be a whole number from 1 to 5, got 6"));
+    expect(() => new MskEventSourceHarness({ ...base })).toThrow(/give the function as invoke/);
+  });
+
+  it("invokes partitions concurrently, never one partition twice at once, each environment one invocation at a time", async () => {
+    const topic = await sourceTopic(900);
+    const observed = observedEnvironments({ FIXTURE_MODE: "slow", FIXTURE_DELAY_MS: "150" });
+    await drain({
+      topic,
+      batchSize: 50,
+      batchWindowMs: 20,
+      onFailureTopic: null,
+      concurrency: 3,
+      newEnvironment: observed.newEnvironment,
+    });
+    const { calls } = observed;
+    // Every record delivered exactly once (nothing failed, so nothing is retried).
+    const offsets = calls.flatMap((call) => call.offsets);
+    expect(offsets.length).toBe(900);
+    expect(new Set(offsets).size).toBe(900);
+    expect(observed.maxInFlight()).toBeGreaterThanOrEqual(2);
+    expect(observed.maxInFlight()).toBeLessThanOrEqual(3);
+    // No two invocations of one partition overlap in time.
+    for (const partition of new Set(calls.flatMap((call) => call.partitions))) {
+      const spans = calls.filter((call) => call.partitions.includes(partition)).sort((a, b) => a.start - b.start);
+      for (let i = 1; i < spans.length; i++) {
+        expect(spans[i]?.start, `partition ${partition}`).toBeGreaterThanOrEqual(spans[i - 1]?.end as number);
+      }
+    }
+    // At most three environments, each on its own thread, each counting its own invocations 1, 2, 3, ...
+    const environments = new Map<string, Call[]>();
+    for (const call of calls) environments.set(call.environment, [...(environments.get(call.environment) ?? []), call]);
+    expect(environments.size).toBeGreaterThanOrEqual(2);
+    expect(environments.size).toBeLessThanOrEqual(3);
+    expect(new Set(calls.map((call) => call.threadId)).size).toBe(environments.size);
+    for (const own of environments.values()) {
+      expect(own.map((call) => call.invocations).sort((a, b) => a - b)).toEqual(own.map((_, i) => i + 1));
+    }
+    // The context's remaining time counts down from the harness's timeout (120 s by default).
+    expect(calls.every((call) => call.remainingMs > 100_000 && call.remainingMs <= 120_000)).toBe(true);
+    // Stopping closed every environment's clients (closeProducer ran in each).
+    expect(readdirSync(observed.dir).filter((name) => name.startsWith("closed-")).length).toBe(environments.size);
+  }, 60_000);
+
+  it("stops a function that spins past its timeout, replaces its environment, keeps the group, and retries", async () => {
+    const topic = await sourceTopic(30, 1);
+    const observed = observedEnvironments({ FIXTURE_MODE: "spin-once", FIXTURE_DELAY_MS: "0" });
+    // The spin outlasts the session timeout: an in-process function would have stalled the harness's heartbeats.
+    const { harness } = await drain({
+      topic,
+      batchSize: 100,
+      batchWindowMs: 20,
+      onFailureTopic: null,
+      timeoutMs: 8000,
+      sessionTimeoutMs: 6000,
+      retryBackoffMs: 10,
+      newEnvironment: observed.newEnvironment,
+    });
+    expect(harness.stats.timedOut).toBe(1);
+    expect(harness.stats.rebalances).toBe(0);
+    expect(harness.stats.recordsCommitted).toBe(30);
+    // The spinning environment was stopped (its runtime is gone) and the retry ran in a new one.
+    expect(observed.made.length).toBe(2);
+    expect(observed.made[0]?.alive?.()).toBe(false);
+    // Bisected on the error (the deployed default), both halves in the new environment.
+    expect(observed.calls.map((call) => call.offsets.length)).toEqual([15, 15]);
+    expect(observed.calls.map((call) => call.invocations)).toEqual([1, 2]);
+    expect(new Set(observed.calls.map((call) => call.environment)).size).toBe(1);
+  }, 60_000);
+
+  it("fails only the invocation whose runtime died, and runs the retry in a new environment", async () => {
+    const topic = await sourceTopic(20, 1);
+    const observed = observedEnvironments({ FIXTURE_MODE: "crash-once", FIXTURE_DELAY_MS: "0" });
+    const { harness } = await drain({
+      topic,
+      batchSize: 100,
+      batchWindowMs: 20,
+      onFailureTopic: null,
+      retryBackoffMs: 10,
+      bisectBatchOnError: false,
+      newEnvironment: observed.newEnvironment,
+    });
+    expect(harness.stats.failedInvocations).toBe(1);
+    expect(harness.stats.timedOut).toBe(0);
+    expect(harness.stats.recordsCommitted).toBe(20);
+    expect(observed.made.length).toBe(2);
+    expect(observed.made[0]?.alive?.()).toBe(false);
+    expect(observed.calls.map((call) => call.offsets.length)).toEqual([20]);
+  }, 60_000);
+
+  it("runs the real processor in three environments: every record has its output once, lag 0", async () => {
+    const topics = await createTopicTrio(kafka, 3);
+    const records = Array.from({ length: 600 }, (_, i) => ({
+      key: `user-${i}`,
+      value: i % 10 === 0 ? "{not json" : JSON.stringify(validLogin({ user_id: `user-${i}` })),
+    }));
+    await produce(kafka, topics.source, records);
+    const env = {
+      KAFKA_BROKERS: brokers.join(","),
+      SOURCE_TOPIC: topics.source,
+      PROCESSED_TOPIC: topics.processed,
+      DLQ_TOPIC: topics.deadLetter,
+    };
+    const observed = observedEnvironments(env, DEFAULT_HANDLER);
+    const { harness, groupId } = await drain({
+      topic: topics.source,
+      batchSize: 40,
+      batchWindowMs: 20,
+      concurrency: 3,
+      newEnvironment: observed.newEnvironment,
+    });
+    const result = await account(kafka, topics, groupId);
+    expect(result).toMatchObject({ inputs: 600, processed: 540, deadLettered: 60, duplicates: 0, lag: 0, ok: true });
+    expect(harness.stats.processed).toBe(540);
+    expect(harness.stats.deadLettered).toBe(60);
+    expect(observed.maxInFlight()).toBeGreaterThanOrEqual(2);
+  }, 90_000);
+});

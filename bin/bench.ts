@@ -23,7 +23,7 @@ import type { MskEvent, MskRecord } from "../functions/core/msk.ts";
 import { type OutputRecord, processEvent } from "../functions/core/process.ts";
 import { GeneratorModel } from "../functions/generator/model.ts";
 import { EmbeddedKafka } from "../functions/local/embedded-kafka.ts";
-import { MskEventSourceHarness } from "../functions/local/harness.ts";
+import { type FunctionEnvironment, MskEventSourceHarness } from "../functions/local/harness.ts";
 import { workerEnvironment } from "../functions/local/worker-environment.ts";
 import { containerSender, createHandler } from "../functions/processor/processor.ts";
 import { nextRequest } from "../functions/processor/sender.ts";
@@ -368,35 +368,55 @@ async function measuredRun(
   };
 }
 
+/** A processed topic and a DLQ for one run (or for the warm environments' runs). */
+async function benchTopics(kafka: Kafka): Promise<{ processed: string; deadLetter: string }> {
+  const id = randomUUID().slice(0, 8);
+  const topics = { processed: `bench-processed-${id}`, deadLetter: `bench-dlq-${id}` };
+  await ensureTopics(kafka, [
+    { topic: topics.processed, numPartitions: 3, configs: sizeConfigs("processed") },
+    { topic: topics.deadLetter, numPartitions: 1, configs: sizeConfigs("deadLetter") },
+  ]);
+  return topics;
+}
+
+/**
+ * Execution environments kept warm from one run to the next, as Lambda keeps them between invocations: the harness's
+ * close returns an environment here; `close` ends them all.
+ */
+function warmEnvironments(make: () => FunctionEnvironment) {
+  const idle: FunctionEnvironment[] = [];
+  const all: FunctionEnvironment[] = [];
+  return {
+    newEnvironment: (): FunctionEnvironment => {
+      let environment = idle.pop();
+      if (!environment) {
+        environment = make();
+        all.push(environment);
+      }
+      const kept = environment;
+      return { ...kept, close: async () => void idle.push(kept) };
+    },
+    close: () => Promise.all(all.map((environment) => environment.close())),
+  };
+}
+
 /** The pipeline (harness + handler) draining `source`, in records/s. */
 async function pipelineRun(
   kafka: Kafka,
   brokers: string[],
   source: string,
   count: number,
-  /** Above 1: worker environments running `bundle`, as `npm run harness -- --concurrency N --handler bundle`. */
-  environments?: { concurrency: number; bundle: string },
+  /** Worker environments (their processor writes to their own topics), as `npm run harness -- --concurrency N`. */
+  environments?: { concurrency: number; newEnvironment: () => FunctionEnvironment },
 ): Promise<number> {
   const id = randomUUID().slice(0, 8);
-  const processed = `bench-processed-${id}`;
-  const dlq = `bench-dlq-${id}`;
-  await ensureTopics(kafka, [
-    { topic: processed, numPartitions: 3, configs: sizeConfigs("processed") },
-    { topic: dlq, numPartitions: 1, configs: sizeConfigs("deadLetter") },
-  ]);
+  const { processed, deadLetter } = await benchTopics(kafka);
   const config = loadProcessorConfig({
     KAFKA_BROKERS: brokers.join(","),
     SOURCE_TOPIC: source,
     PROCESSED_TOPIC: processed,
-    DLQ_TOPIC: dlq,
+    DLQ_TOPIC: deadLetter,
   });
-  const env = {
-    ...process.env,
-    KAFKA_BROKERS: brokers.join(","),
-    SOURCE_TOPIC: source,
-    PROCESSED_TOPIC: processed,
-    DLQ_TOPIC: dlq,
-  };
   const container = containerSender(config);
   const handler = createHandler({ config, getSender: container.getSender });
   const groupId = `bench-pipeline-${id}`;
@@ -409,12 +429,7 @@ async function pipelineRun(
     batchWindowMs: 100,
     // Throughput only: nothing fails here, so no on-failure topic to create.
     onFailureTopic: null,
-    ...(environments
-      ? {
-          concurrency: environments.concurrency,
-          newEnvironment: () => workerEnvironment({ modulePath: environments.bundle, env }),
-        }
-      : { invoke: (e: MskEvent) => handler(e, {} as never) }),
+    ...(environments ?? { invoke: (e: MskEvent) => handler(e, {} as never) }),
   });
   const started = performance.now();
   await harness.start();
@@ -926,16 +941,30 @@ runMain(async () => {
     await ensureTopics(kafka, [{ topic: source, numPartitions: 3, configs: sizeConfigs("source") }]);
     const count = await produceAll(kafka, source, mskEvents(e2eRecords, 10_000, 0, 3));
     const brokerCpuMs = brokerCpu(broker);
+    const workerTopics = await benchTopics(kafka);
+    const environments = warmEnvironments(() =>
+      workerEnvironment({
+        modulePath: bundle,
+        env: {
+          ...process.env,
+          KAFKA_BROKERS: brokers.join(","),
+          SOURCE_TOPIC: source,
+          PROCESSED_TOPIC: workerTopics.processed,
+          DLQ_TOPIC: workerTopics.deadLetter,
+        },
+      }),
+    );
     const rounds: Record<"copy" | "pipeline" | "concurrent", RunFigures[]> = { copy: [], pipeline: [], concurrent: [] };
     for (let run = 0; run < (quick ? 2 : 4); run++) {
       rounds.copy.push(await measuredRun(count, brokerCpuMs, () => copyRun(kafka, source, count)));
       rounds.pipeline.push(await measuredRun(count, brokerCpuMs, () => pipelineRun(kafka, brokers, source, count)));
       rounds.concurrent.push(
         await measuredRun(count, brokerCpuMs, () =>
-          pipelineRun(kafka, brokers, source, count, { concurrency: 3, bundle }),
+          pipelineRun(kafka, brokers, source, count, { concurrency: 3, newEnvironment: environments.newEnvironment }),
         ),
       );
     }
+    await environments.close();
     const warm = (figures: RunFigures[]) => figures.slice(1);
     const rate = (figures: RunFigures[]) => figure(warm(figures).map((f) => f.recordsPerSecond));
     const ratioOf = (figures: RunFigures[]) =>

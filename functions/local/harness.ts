@@ -141,6 +141,11 @@ export interface FunctionEnvironment {
   /** False once its runtime died: it takes no more invocations. @default always true */
   readonly alive?: () => boolean;
   /**
+   * Resolves once the environment's init (loading the handler) is done, rejects when it failed (the environment is
+   * then replaced); awaited before each invocation, outside its timeout. @default ready at once
+   */
+  readonly ready?: () => Promise<void>;
+  /**
    * Stops the function at once (the invocation timed out), as Lambda stops the environment. Without it, a timed-out
    * invocation runs on and whatever it writes later is a duplicate.
    */
@@ -219,6 +224,15 @@ function checkRange(name: string, value: number, min: number, max: number): numb
     throw new HarnessOptionError(`${name} must be a whole number from ${min} to ${max}, got ${value}`);
   }
   return value;
+}
+
+/** A thrown value as text, whatever it is (`String(Object.create(null))` throws). */
+function errorText(thrown: unknown): string {
+  try {
+    return thrown instanceof Error ? String(thrown.message) : String(thrown);
+  } catch {
+    return "the function threw a value that cannot be turned into text";
+  }
 }
 
 /** What happened to one partition's share of a batch. */
@@ -834,7 +848,8 @@ export class MskEventSourceHarness {
       const run: Promise<void> = this.invokeBatch(shares)
         .catch((error: unknown) => {
           // A bug of the harness's own must not wedge anything: the shares fail and are retried.
-          const message = error instanceof Error ? error.message : String(error);
+          const message = errorText(error);
+          this.stats.failedInvocations++;
           for (const share of shares) share.settle({ kind: "error", error: `harness error: ${message}` });
         })
         .finally(() => {
@@ -852,47 +867,73 @@ export class MskEventSourceHarness {
 
   /** A free execution environment: an idle one, else a new one (at most `concurrency` are ever busy). */
   private async environment(): Promise<FunctionEnvironment> {
-    const idle = this.idle.pop();
-    if (idle) return idle;
+    for (let idle = this.idle.pop(); idle; idle = this.idle.pop()) {
+      if (idle.alive?.() !== false) return idle;
+      // Its runtime died between invocations (e.g. an uncaught exception from a timer): Lambda never invokes it again.
+      if (this.made.delete(idle)) void idle.close().catch(() => {});
+    }
     const made = await (this.options.newEnvironment as () => Promise<FunctionEnvironment>)();
     this.made.add(made);
     return made;
   }
 
-  /** Calls the function; an error, a rejection or the timeout passing first is a function error. */
+  /**
+   * Calls the function; an error, a rejection or the timeout passing first is a function error. An environment's init
+   * (loading the handler, `ready`) has a limit of its own and does not count against the timeout, as in Lambda; an
+   * init that fails is a function error and the environment is replaced.
+   */
   private async call(event: MskEvent): Promise<{ response: unknown } | { error: string; timedOut?: boolean }> {
     const environment = await this.environment();
-    let timer: NodeJS.Timeout | undefined;
-    // Through a promise: a handler that throws synchronously is a function error like any other.
-    const invocation = Promise.resolve()
-      .then(() => environment.invoke(event, this.timeoutMs))
-      .then(
-        (response) => ({ response }),
-        (thrown: unknown) => ({ error: thrown instanceof Error ? thrown.message : String(thrown) }),
-      );
-    const timeout = new Promise<{ error: string; timedOut: true }>((resolve) => {
-      timer = setTimeout(
-        () => resolve({ error: `Task timed out after ${(this.timeoutMs / 1000).toFixed(2)} seconds`, timedOut: true }),
-        this.timeoutMs,
-      );
-    });
-    const result = await Promise.race([invocation, timeout]).finally(() => clearTimeout(timer));
-    if ("timedOut" in result) {
-      if (environment.abort) {
-        // Lambda stops the function here: so does an environment that can (a worker thread ends).
-        await environment.abort().catch(() => {});
-      } else {
-        // In-process the function runs on, and whatever it writes later is a duplicate.
-        this.lingering.add(invocation);
-        void invocation.finally(() => this.lingering.delete(invocation));
+    let invocation: Promise<unknown> | undefined;
+    let result: { response: unknown } | { error: string; timedOut?: boolean } | undefined;
+    try {
+      if (environment.ready) {
+        const initError = await environment.ready().then(
+          () => undefined,
+          (error: unknown) => errorText(error),
+        );
+        if (initError !== undefined) {
+          result = { error: initError };
+          return result;
+        }
       }
+      let timer: NodeJS.Timeout | undefined;
+      // Through a promise: a handler that throws synchronously is a function error like any other.
+      const running = Promise.resolve()
+        .then(() => environment.invoke(event, this.timeoutMs))
+        .then(
+          (response) => ({ response }),
+          (thrown: unknown) => ({ error: errorText(thrown) }),
+        );
+      invocation = running;
+      const timeout = new Promise<{ error: string; timedOut: true }>((resolve) => {
+        timer = setTimeout(
+          () =>
+            resolve({ error: `Task timed out after ${(this.timeoutMs / 1000).toFixed(2)} seconds`, timedOut: true }),
+          this.timeoutMs,
+        );
+      });
+      result = await Promise.race([running, timeout]).finally(() => clearTimeout(timer));
+      if ("timedOut" in result) {
+        if (environment.abort) {
+          // Lambda stops the function here: so does an environment that can (a worker thread ends).
+          await environment.abort().catch(() => {});
+        } else {
+          // In-process the function runs on, and whatever it writes later is a duplicate.
+          this.lingering.add(running);
+          void running.finally(() => this.lingering.delete(running));
+        }
+      }
+      return result;
+    } finally {
+      // Always given back or replaced, whatever went wrong above: a lost environment would starve every later batch.
+      const replace = result === undefined || "timedOut" in result || environment.alive?.() === false;
+      if (this.made.has(environment) && replace) {
+        // Lambda replaces an environment that timed out, failed its init or whose runtime died.
+        this.made.delete(environment);
+        void (invocation ?? Promise.resolve()).finally(() => environment.close().catch(() => {}));
+      } else this.idle.push(environment);
     }
-    if (this.made.has(environment) && ("timedOut" in result || environment.alive?.() === false)) {
-      // Lambda replaces an environment that timed out or whose runtime died: closed once its invocation returns.
-      this.made.delete(environment);
-      void invocation.finally(() => environment.close().catch(() => {}));
-    } else this.idle.push(environment);
-    return result;
   }
 
   private async invokeBatch(shares: Share[]): Promise<void> {

@@ -291,6 +291,23 @@ describe("npm run harness", () => {
     expect(result.stderr).toMatch(message);
   });
 
+  it("refuses a handler that cannot be loaded at start, with --concurrency above 1 as with 1", () => {
+    for (const concurrency of ["1", "2"]) {
+      const result = runCli("harness.ts", [
+        "--brokers",
+        inject("kafkaBrokers"),
+        "--topic",
+        "user-login-esm-failures",
+        "--handler",
+        "functions/processor/no-such-handler.ts",
+        "--concurrency",
+        concurrency,
+      ]);
+      expect(result.status, result.stderr).not.toBe(0);
+      expect(result.stderr).toMatch(/no-such-handler/);
+    }
+  });
+
   it("refuses a missing on-failure topic at start, naming the fix", () => {
     const result = runCli("harness.ts", [
       "--brokers",

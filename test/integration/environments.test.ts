@@ -16,7 +16,7 @@ import { type FunctionEnvironment, HarnessOptionError, MskEventSourceHarness } f
 import { DEFAULT_HANDLER } from "../../functions/local/lambda-runtime.ts";
 import { workerEnvironment } from "../../functions/local/worker-environment.ts";
 import { ensureTopics } from "../../functions/shared/topics.ts";
-import { createTopicTrio, drain, produce, testKafka } from "../support/kafka.ts";
+import { createTopicTrio, drain, produce, testKafka, waitFor } from "../support/kafka.ts";
 import { validLogin } from "../support/msk.ts";
 
 const FIXTURE = resolve(import.meta.dirname, "../support/environment-fixture.ts");
@@ -185,6 +185,121 @@ describe("worker environments", () => {
     expect(observed.made.length).toBe(2);
     expect(observed.made[0]?.alive?.()).toBe(false);
     expect(observed.calls.map((call) => call.offsets.length)).toEqual([20]);
+  }, 60_000);
+
+  it("replaces an environment whose module failed to load (Lambda's init error), and delivers everything", async () => {
+    const topic = await sourceTopic(10, 1);
+    const observed = observedEnvironments({ FIXTURE_MODE: "init-fail-once", FIXTURE_DELAY_MS: "0" });
+    const { harness } = await drain({
+      topic,
+      batchSize: 100,
+      batchWindowMs: 20,
+      onFailureTopic: null,
+      retryAttempts: 3,
+      retryBackoffMs: 10,
+      newEnvironment: observed.newEnvironment,
+    });
+    expect(harness.stats.discarded).toBe(0);
+    expect(harness.stats.failedInvocations).toBe(1);
+    expect(observed.made.length).toBe(2);
+    expect(observed.made[0]?.alive?.()).toBe(false);
+    expect(observed.calls.flatMap((call) => call.offsets).length).toBe(10);
+  }, 60_000);
+
+  it("does not count the environment's init against the invocation's timeout", async () => {
+    const topic = await sourceTopic(5, 1);
+    const observed = observedEnvironments({ FIXTURE_MODE: "slow-init", FIXTURE_DELAY_MS: "0" });
+    const { harness } = await drain({
+      topic,
+      batchSize: 100,
+      batchWindowMs: 20,
+      onFailureTopic: null,
+      timeoutMs: 1000,
+      newEnvironment: observed.newEnvironment,
+    });
+    expect(harness.stats.timedOut).toBe(0);
+    expect(harness.stats.failedInvocations).toBe(0);
+    expect(observed.calls.map((call) => call.offsets.length)).toEqual([5]);
+  }, 60_000);
+
+  it("never invokes an environment whose runtime died after its last response", async () => {
+    const topic = await sourceTopic(5, 1);
+    const observed = observedEnvironments({ FIXTURE_MODE: "crash-after-once", FIXTURE_DELAY_MS: "0" });
+    const groupId = `environments-${randomUUID()}`;
+    const harness = new MskEventSourceHarness({
+      kafka,
+      bootstrapServers: brokers.join(","),
+      topic,
+      groupId,
+      batchSize: 100,
+      batchWindowMs: 20,
+      onFailureTopic: null,
+      retryAttempts: 0,
+      newEnvironment: observed.newEnvironment,
+    });
+    await harness.start();
+    try {
+      await waitFor("the first records", () => harness.stats.recordsCommitted === 5);
+      await waitFor("the first runtime to die", () => observed.made[0]?.alive?.() === false);
+      await produce(
+        kafka,
+        topic,
+        Array.from({ length: 5 }, (_, i) => ({ key: `later-${i}`, value: "{}" })),
+      );
+      await waitFor("the later records", () => harness.stats.recordsCommitted === 10);
+    } finally {
+      await harness.stop();
+    }
+    // With no retries, an invocation handed to the dead runtime would have discarded the later records.
+    expect(harness.stats.failedInvocations).toBe(0);
+    expect(harness.stats.discarded).toBe(0);
+    expect(observed.calls.flatMap((call) => call.offsets).length).toBe(10);
+    expect(observed.made.length).toBe(2);
+  }, 60_000);
+
+  it("acts on a timeout at once even while the function blocks in a native call", async () => {
+    const topic = await sourceTopic(4, 1);
+    const observed = observedEnvironments({ FIXTURE_MODE: "block-once", FIXTURE_DELAY_MS: "0", FIXTURE_BLOCK_S: "8" });
+    const started = performance.now();
+    const { harness } = await drain({
+      topic,
+      batchSize: 100,
+      batchWindowMs: 20,
+      onFailureTopic: null,
+      timeoutMs: 1000,
+      retryBackoffMs: 10,
+      bisectBatchOnError: false,
+      newEnvironment: observed.newEnvironment,
+    });
+    // 1 s timeout, at most 2 s waiting for the thread, the retry in a new environment: well before the 8 s block ends.
+    expect(performance.now() - started).toBeLessThan(6500);
+    expect(harness.stats.timedOut).toBe(1);
+    expect(observed.calls.map((call) => call.offsets.length)).toEqual([4]);
+  }, 60_000);
+
+  it("keeps the in-process environment after the function throws a value that has no text", async () => {
+    const topic = await sourceTopic(20, 1);
+    let calls = 0;
+    const seen: number[] = [];
+    const { harness } = await drain({
+      topic,
+      batchSize: 5,
+      batchWindowMs: 20,
+      onFailureTopic: null,
+      retryAttempts: 2,
+      retryBackoffMs: 10,
+      bisectBatchOnError: false,
+      invoke: async (event) => {
+        calls++;
+        // String(Object.create(null)) throws: the harness must still fail this batch alone and go on.
+        if (calls === 1) throw Object.create(null);
+        for (const records of Object.values(event.records)) for (const record of records) seen.push(record.offset);
+        return {};
+      },
+    });
+    expect(harness.stats.discarded).toBe(0);
+    expect(harness.stats.failedInvocations).toBe(1);
+    expect(new Set(seen).size).toBe(20);
   }, 60_000);
 
   it("runs the real processor in three environments: every record has its output once, lag 0", async () => {

@@ -3,8 +3,13 @@
  * Its module state is its environment's: an id and an invocation count. FIXTURE_MODE picks a behaviour:
  * - "slow": each invocation takes FIXTURE_DELAY_MS (default 100);
  * - "spin-once" / "crash-once": the first invocation of the whole run (a marker file in FIXTURE_DIR says which was
- *   first) spins the CPU forever, or throws from a timer (an uncaught exception: the runtime dies); later ones succeed.
+ *   first) spins the CPU forever, or throws from a timer (an uncaught exception: the runtime dies); later ones succeed;
+ * - "crash-after-once": the first invocation succeeds, then its runtime dies (a timer throws after the response);
+ * - "block-once": the first invocation blocks in a native call (execSync of `sleep FIXTURE_BLOCK_S`), which a worker's
+ *   terminate() cannot interrupt;
+ * - "init-fail-once": the first environment's module fails to load; "slow-init": every module load takes 1.5 s.
  */
+import { execSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -12,22 +17,32 @@ import { threadId } from "node:worker_threads";
 
 const environment = randomUUID();
 let invocations = 0;
+const MODE = process.env.FIXTURE_MODE;
 
 /** Only the first caller of the run gets true. */
-function firstOfRun(): boolean {
-  const marker = join(process.env.FIXTURE_DIR as string, "first");
+function firstOfRun(name = "first"): boolean {
+  const marker = join(process.env.FIXTURE_DIR as string, name);
   if (existsSync(marker)) return false;
   writeFileSync(marker, environment, { flag: "wx" });
   return true;
 }
+
+if (MODE === "init-fail-once" && firstOfRun("init")) throw new Error("the module failed to load, once");
+if (MODE === "slow-init") await new Promise((resolve) => setTimeout(resolve, 1500));
 
 export async function handler(
   event: { records: Record<string, { offset: number }[]> },
   context: { getRemainingTimeInMillis(): number },
 ) {
   invocations++;
-  const mode = process.env.FIXTURE_MODE;
+  const mode = MODE;
   if (mode === "spin-once" && firstOfRun()) for (;;);
+  if (mode === "block-once" && firstOfRun()) execSync(`sleep ${process.env.FIXTURE_BLOCK_S ?? "8"}`);
+  if (mode === "crash-after-once" && firstOfRun()) {
+    setTimeout(() => {
+      throw new Error("the runtime died after its response");
+    }, 20);
+  }
   if (mode === "crash-once" && firstOfRun()) {
     setTimeout(() => {
       throw new Error("the runtime died");

@@ -883,19 +883,25 @@ export class MskEventSourceHarness {
    * init that fails is a function error and the environment is replaced.
    */
   private async call(event: MskEvent): Promise<{ response: unknown } | { error: string; timedOut?: boolean }> {
-    const environment = await this.environment();
+    let environment = await this.environment();
     let invocation: Promise<unknown> | undefined;
     let result: { response: unknown } | { error: string; timedOut?: boolean } | undefined;
     try {
-      if (environment.ready) {
-        const initError = await environment.ready().then(
-          () => undefined,
-          (error: unknown) => errorText(error),
-        );
-        if (initError !== undefined) {
-          result = { error: initError };
-          return result;
+      for (let attempt = 1; ; attempt++) {
+        if (environment.ready) {
+          const initError = await environment.ready().then(
+            () => undefined,
+            (error: unknown) => errorText(error),
+          );
+          if (initError !== undefined) {
+            result = { error: initError };
+            return result;
+          }
         }
+        // Its runtime died after its init, before this invocation: Lambda never invokes a dead environment.
+        if (environment.alive?.() !== false || attempt >= 3) break;
+        if (this.made.delete(environment)) void environment.close().catch(() => {});
+        environment = await this.environment();
       }
       let timer: NodeJS.Timeout | undefined;
       // Through a promise: a handler that throws synchronously is a function error like any other.

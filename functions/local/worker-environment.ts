@@ -168,9 +168,12 @@ export function workerEnvironment(options: WorkerEnvironmentOptions = {}): Requi
     async close(): Promise<void> {
       if (!alive) return;
       worker.postMessage({ type: "close" });
-      // A handler whose clients do not close in 10 s is stopped all the same.
-      const timer = setTimeout(() => void stop("closed"), 10_000);
-      await exited;
+      // A handler whose clients do not close in 10 s is stopped all the same (stop waits 2 s at most for the thread).
+      let timer: NodeJS.Timeout | undefined;
+      const stopped = new Promise<unknown>((done) => {
+        timer = setTimeout(() => void stop("closed").then(done), 10_000);
+      });
+      await Promise.race([exited, stopped]);
       clearTimeout(timer);
     },
   };
@@ -198,7 +201,16 @@ export async function harnessFunction(
     }
     const spare = [first];
     return {
-      options: { concurrency, newEnvironment: () => spare.pop() ?? workerEnvironment({ modulePath, env }) },
+      options: {
+        concurrency,
+        newEnvironment: () => {
+          const loaded = spare.pop();
+          if (loaded?.alive()) return loaded;
+          // Its runtime died while it waited for the first batch: a fresh one instead.
+          void loaded?.close();
+          return workerEnvironment({ modulePath, env });
+        },
+      },
       close: async () => {
         await Promise.all(spare.map((environment) => environment.close()));
       },

@@ -14,7 +14,7 @@ import type { MskEvent } from "../../functions/core/msk.ts";
 import { account } from "../../functions/local/accounting.ts";
 import { type FunctionEnvironment, HarnessOptionError, MskEventSourceHarness } from "../../functions/local/harness.ts";
 import { DEFAULT_HANDLER } from "../../functions/local/lambda-runtime.ts";
-import { workerEnvironment } from "../../functions/local/worker-environment.ts";
+import { harnessFunction, workerEnvironment } from "../../functions/local/worker-environment.ts";
 import { ensureTopics } from "../../functions/shared/topics.ts";
 import { createTopicTrio, drain, produce, testKafka, waitFor } from "../support/kafka.ts";
 import { validLogin } from "../support/msk.ts";
@@ -255,6 +255,61 @@ describe("worker environments", () => {
     expect(harness.stats.discarded).toBe(0);
     expect(observed.calls.flatMap((call) => call.offsets).length).toBe(10);
     expect(observed.made.length).toBe(2);
+  }, 60_000);
+
+  it("never invokes an environment whose runtime died before its first invocation: the harness's or the CLI's", async () => {
+    const emptyEvent = { records: {} } as unknown as MskEvent;
+    // The harness: newEnvironment hands it an environment that loaded and then died.
+    const dir = mkdtempSync(join(tmpdir(), "environments-"));
+    dirs.push(dir);
+    const env = { ...process.env, FIXTURE_DIR: dir, FIXTURE_MODE: "die-after-load-once", FIXTURE_DELAY_MS: "0" };
+    const dead = workerEnvironment({ modulePath: FIXTURE, env });
+    await dead.ready();
+    await waitFor("the first runtime to die", () => !dead.alive());
+    const made = [dead];
+    const topic = await sourceTopic(10, 2);
+    const { harness } = await drain({
+      topic,
+      batchSize: 100,
+      batchWindowMs: 20,
+      onFailureTopic: null,
+      retryAttempts: 0,
+      concurrency: 2,
+      newEnvironment: () => made.shift() ?? workerEnvironment({ modulePath: FIXTURE, env }),
+    });
+    // With no retries, an invocation handed to the dead runtime would have discarded its records.
+    expect({ failed: harness.stats.failedInvocations, discarded: harness.stats.discarded }).toEqual({
+      failed: 0,
+      discarded: 0,
+    });
+    expect(harness.stats.recordsCommitted).toBe(10);
+    // The CLIs' function (bin/harness.ts, bin/start.ts): its first environment, loaded at start, dies while waiting.
+    const cliDir = mkdtempSync(join(tmpdir(), "environments-"));
+    dirs.push(cliDir);
+    Object.assign(process.env, { FIXTURE_DIR: cliDir, FIXTURE_MODE: "die-after-load-once", FIXTURE_DELAY_MS: "0" });
+    const cli = await harnessFunction(2, FIXTURE);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const environment = await (cli.options.newEnvironment as () => FunctionEnvironment)();
+    await environment.ready?.();
+    expect(environment.alive?.()).toBe(true);
+    expect(await environment.invoke(emptyEvent, 5000)).toMatchObject({ records: 0 });
+    await environment.close();
+    await cli.close();
+  }, 60_000);
+
+  it("closes an environment within 12 s even when its idle thread is stuck in a native call", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "environments-"));
+    dirs.push(dir);
+    const environment = workerEnvironment({
+      modulePath: FIXTURE,
+      env: { ...process.env, FIXTURE_DIR: dir, FIXTURE_MODE: "block-after-response-once", FIXTURE_BLOCK_S: "14" },
+    });
+    await environment.ready();
+    await environment.invoke({ records: {} } as unknown as MskEvent, 5000);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const started = performance.now();
+    await environment.close();
+    expect(performance.now() - started).toBeLessThan(13_000);
   }, 60_000);
 
   it("acts on a timeout at once even while the function blocks in a native call", async () => {

@@ -7,7 +7,10 @@
  * - "crash-after-once": the first invocation succeeds, then its runtime dies (a timer throws after the response);
  * - "block-once": the first invocation blocks in a native call (execSync of `sleep FIXTURE_BLOCK_S`), which a worker's
  *   terminate() cannot interrupt;
- * - "init-fail-once": the first environment's module fails to load; "slow-init": every module load takes 1.5 s.
+ * - "init-fail-once": the first environment's module fails to load; "slow-init": every module load takes 1.5 s;
+ * - "die-after-load-once": the first environment's module loads, then its runtime dies 100 ms later (a timer throws);
+ * - "block-after-response-once": the first invocation returns, then a timer blocks the thread in a native call
+ *   (`sleep FIXTURE_BLOCK_S`).
  */
 import { execSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -29,6 +32,11 @@ function firstOfRun(name = "first"): boolean {
 
 if (MODE === "init-fail-once" && firstOfRun("init")) throw new Error("the module failed to load, once");
 if (MODE === "slow-init") await new Promise((resolve) => setTimeout(resolve, 1500));
+if (MODE === "die-after-load-once" && firstOfRun("load")) {
+  setTimeout(() => {
+    throw new Error("the runtime died after its init");
+  }, 100);
+}
 
 export async function handler(
   event: { records: Record<string, { offset: number }[]> },
@@ -38,6 +46,9 @@ export async function handler(
   const mode = MODE;
   if (mode === "spin-once" && firstOfRun()) for (;;);
   if (mode === "block-once" && firstOfRun()) execSync(`sleep ${process.env.FIXTURE_BLOCK_S ?? "8"}`);
+  if (mode === "block-after-response-once" && firstOfRun()) {
+    setTimeout(() => execSync(`sleep ${process.env.FIXTURE_BLOCK_S ?? "14"}`), 50);
+  }
   if (mode === "crash-after-once" && firstOfRun()) {
     setTimeout(() => {
       throw new Error("the runtime died after its response");

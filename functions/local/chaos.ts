@@ -657,8 +657,8 @@ export async function runSchedule(plan: ChaosPlan, env: ChaosEnvironment): Promi
     const getSender = async (event: MskEvent): Promise<OutputSender> => {
       const sender = await sending.getSender(event);
       return {
-        async send(outputs) {
-          const result = await sender.send(outputs);
+        async send(outputs, options) {
+          const result = await sender.send(outputs, options);
           if (result.error) processor.sendErrors[errorCategory(result.error)]++;
           return result;
         },

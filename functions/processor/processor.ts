@@ -125,16 +125,20 @@ export async function processMskEvent(
     const result = await sender.send(outputs, { deadline });
     written = result.written;
     if (written < outputs.length) {
-      const unwritten = result.unwritten ?? outputs.map((_, i) => i).slice(written);
+      let unwritten = result.unwritten ?? outputs.map((_, i) => i).slice(written);
+      // A sender whose list does not match its count: none of the outputs counts as written (duplicates, never a loss).
+      if (unwritten.length !== outputs.length - written) unwritten = outputs.map((_, i) => i);
       batchItemFailures = firstUnwrittenPerPartition(outputs, unwritten);
       const cause = result.error ?? new Error("the sender stopped early without an error");
-      // A record over its topic's limit fails every retry: a misconfigured cluster, said loudly (metric, alarm).
-      if (isTooLarge(cause)) unwritable = 1;
-      log("ERROR", unwritable ? "a record is too large for its topic" : "producing the batch failed", {
+      // A record over its topic's limit fails every retry: a misconfigured cluster, said loudly (metric, alarm), also
+      // when a later failure ended the send.
+      if (result.refused || isTooLarge(cause)) unwritable = 1;
+      log("ERROR", isTooLarge(cause) ? "a record is too large for its topic" : "producing the batch failed", {
         written,
         unwritten: outputs.length - written,
         batchItemFailures,
         error: cause.message,
+        ...(result.refused && result.refused !== cause ? { refused: result.refused.message } : {}),
       });
       failure = cause;
     }

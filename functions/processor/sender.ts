@@ -15,8 +15,10 @@ export interface SendResult {
    * partition. @default all after the first `written` (a sender that stops at its first failure)
    */
   readonly unwritten?: readonly number[];
-  /** Why they are not. */
+  /** Why they are not: what ended the send, else the first refusal. */
   readonly error?: Error;
+  /** The first output the broker refused as too large even alone (unwritable), also when a later failure ended the send. */
+  readonly refused?: OutputTooLargeError;
 }
 
 export interface SendOptions {
@@ -234,6 +236,7 @@ export function kafkaSender(
       const blocked = new Set<string>();
       let written = 0;
       let error: Error | undefined;
+      let refused: OutputTooLargeError | undefined;
       /**
        * One output in a request of its own: gzip when it is over the limit uncompressed, else the configured codec
        * first. False: unwritable.
@@ -249,7 +252,8 @@ export function kafkaSender(
             if (!isTooLarge(cause)) throw cause;
             if (compressed) {
               blocked.add(partitionId(output.source));
-              error ??= new OutputTooLargeError(output, limitOf(output, limits), { cause });
+              refused ??= new OutputTooLargeError(output, limitOf(output, limits), { cause });
+              error ??= refused;
               return false;
             }
             compressed = true;
@@ -300,7 +304,7 @@ export function kafkaSender(
         i = request.end;
       }
       const sorted = [...new Set(unwritten)].sort((a, b) => a - b);
-      return { written, unwritten: sorted, error };
+      return { written, unwritten: sorted, error, ...(refused ? { refused } : {}) };
     },
   };
 }

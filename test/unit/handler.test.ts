@@ -1,4 +1,5 @@
 import { createServer } from "node:net";
+import type { Metrics } from "@aws-lambda-powertools/metrics";
 import middy from "@middy/core";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { EVENT_SOURCES, InvalidEventError, parseMskEvent } from "../../functions/core/msk.ts";
@@ -12,9 +13,10 @@ import {
   ProduceError,
   processMskEvent,
 } from "../../functions/processor/processor.ts";
-import type { OutputSender, SendResult } from "../../functions/processor/sender.ts";
+import { kafkaSender, type OutputSender, type SendResult } from "../../functions/processor/sender.ts";
 import { loadProcessorConfig } from "../../functions/shared/config.ts";
 import { clearDiscoveredBrokers } from "../../functions/shared/msk-auth.ts";
+import { fakeSlot } from "../support/fake-producer.ts";
 import { loadEvent, mskEvent, mskRecord, validLogin } from "../support/msk.ts";
 
 const NOW = new Date("2026-11-25T10:00:00.000Z");
@@ -75,6 +77,39 @@ describe("the processor handler", () => {
     );
     expect(response.batchItemFailures).toEqual([{ itemIdentifier: { partition: "user-login-1", offset: 12 } }]);
     expect(response.summary.written).toBe(7);
+  });
+
+  it("counts an unwritable record (UnwritableRecords) even when a later failure ends the send", async () => {
+    const tooLarge = Object.assign(new Error("too large"), { type: "MESSAGE_TOO_LARGE" });
+    const denied = Object.assign(new Error("denied"), { type: "TOPIC_AUTHORIZATION_FAILED" });
+    const record = (partition: number, offset: number) =>
+      mskRecord({ partition, offset, key: `k${offset}`, value: JSON.stringify(validLogin()) });
+    // The request with 0/1 is refused (alone too: unwritable); the one with 1/3 is denied, which ends the send.
+    const { slot } = fakeSlot((call) =>
+      call.sources.some((s) => s.partition === "0" && s.offset === 1)
+        ? tooLarge
+        : call.sources.some((s) => s.partition === "1" && s.offset === 3)
+          ? denied
+          : undefined,
+    );
+    const sender = kafkaSender(slot, { requestBytes: 1024 * 1024, maxMessageBytes: {} }, { backoffMs: 0 });
+    const added: Record<string, number[]> = {};
+    const metrics = {
+      addMetric: (name: string, _unit: unknown, value: number) => {
+        added[name] = [...(added[name] ?? []), value];
+      },
+      singleMetric: () => ({ addDimension() {}, addMetric() {} }),
+    } as unknown as Metrics;
+    const response = await processMskEvent(mskEvent([record(0, 1), record(1, 2), record(1, 3)]), {
+      ...deps(sender, { PARTIAL_BATCH_RESPONSE: "true" }),
+      metrics,
+    });
+    expect(response.batchItemFailures).toEqual([
+      { itemIdentifier: { partition: "user-login-0", offset: 1 } },
+      { itemIdentifier: { partition: "user-login-1", offset: 3 } },
+    ]);
+    expect(added.UnwritableRecords).toEqual([1]);
+    expect(added.ProduceFailures).toEqual([2]);
   });
 
   it("fails the whole invocation when producing fails, with PARTIAL_BATCH_RESPONSE unset", async () => {

@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import { type OutputRecord, processRecord } from "../../functions/core/process.ts";
 import { kafkaSender, OutputTooLargeError } from "../../functions/processor/sender.ts";
 import { ProducerSlot } from "../../functions/shared/kafka.ts";
+import { fakeSlot } from "../support/fake-producer.ts";
 import { mskRecord, validLogin } from "../support/msk.ts";
 
 const options = {
@@ -18,41 +19,21 @@ const output = (partition: number, offset: number, value: string): OutputRecord 
 const valid = (partition: number, offset: number) =>
   output(partition, offset, JSON.stringify(validLogin({ user_id: `u-${partition}-${offset}` })));
 
-interface Call {
-  producer: number;
-  compression: number | undefined;
-  offsets: string[];
-}
-
-/** A slot whose producers record each sendBatch and fail as `behaviour` says. */
-function fakeSlot(behaviour: (call: Call, n: number) => Error | undefined) {
-  const calls: Call[] = [];
-  let made = 0;
-  const slot = new ProducerSlot(async () => {
-    const id = ++made;
-    return {
-      async sendBatch(batch: ProducerBatch) {
-        const call: Call = {
-          producer: id,
-          compression: batch.compression,
-          offsets: (batch.topicMessages ?? []).flatMap((t) =>
-            t.messages.map((m) => `${t.topic}:${String((m.headers as Record<string, unknown>)["source.offset"])}`),
-          ),
-        };
-        calls.push(call);
-        const error = behaviour(call, calls.length);
-        if (error) throw error;
-        return [];
-      },
-      async disconnect() {},
-    } as unknown as Producer;
-  });
-  return { slot, calls };
-}
-
 const limits = { requestBytes: 1024 * 1024, maxMessageBytes: { processed: 4096, dlq: 4096 } };
 
 describe("kafkaSender", () => {
+  it("reports an unwritable output as refused even when a later failure ends the send", async () => {
+    const tooLarge = Object.assign(new Error("too large"), { type: "MESSAGE_TOO_LARGE" });
+    const denied = Object.assign(new Error("denied"), { type: "TOPIC_AUTHORIZATION_FAILED" });
+    const { slot } = fakeSlot((call) =>
+      call.offsets.includes("processed:1") ? tooLarge : call.offsets.includes("processed:3") ? denied : undefined,
+    );
+    const result = await kafkaSender(slot, limits, { backoffMs: 1 }).send([valid(0, 1), valid(1, 2), valid(1, 3)]);
+    expect(result.written).toBe(1);
+    expect(result.error).toBe(denied);
+    expect(result.refused).toBeInstanceOf(OutputTooLargeError);
+  });
+
   it("retries a failed request with a new producer, then succeeds", async () => {
     const { slot, calls } = fakeSlot((_call, n) => (n === 1 ? new Error("connection reset") : undefined));
     const result = await kafkaSender(slot, limits, { backoffMs: 1 }).send([valid(0, 1), valid(0, 2)]);

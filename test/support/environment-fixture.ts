@@ -5,16 +5,15 @@
  * - "spin-once" / "crash-once": the first invocation of the whole run (a marker file in FIXTURE_DIR says which was
  *   first) spins the CPU forever, or throws from a timer (an uncaught exception: the runtime dies); later ones succeed;
  * - "crash-after-once": the first invocation succeeds, then its runtime dies (a timer throws after the response);
- * - "block-once": the first invocation blocks in a native call (execSync of `sleep FIXTURE_BLOCK_S`), which a worker's
- *   terminate() cannot interrupt;
+ * - "block-once": the first invocation blocks in a native call, which a worker's terminate() cannot interrupt: a
+ *   synchronous read of the named pipe FIXTURE_DIR/fifo, until the test opens and closes it for writing;
  * - "init-fail-once": the first environment's module fails to load; "slow-init": every module load takes 1.5 s;
  * - "die-after-load-once": the first environment's module loads, then its runtime dies 100 ms later (a timer throws);
- * - "block-after-response-once": the first invocation returns, then a timer blocks the thread in a native call
- *   (`sleep FIXTURE_BLOCK_S`).
+ * - "block-after-response-once": the first invocation returns, then a timer blocks the thread in the same native
+ *   read.
  */
-import { execSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { threadId } from "node:worker_threads";
 
@@ -45,9 +44,11 @@ export async function handler(
   invocations++;
   const mode = MODE;
   if (mode === "spin-once" && firstOfRun()) for (;;);
-  if (mode === "block-once" && firstOfRun()) execSync(`sleep ${process.env.FIXTURE_BLOCK_S ?? "8"}`);
+  if (mode === "block-once" && firstOfRun()) readFileSync(join(process.env.FIXTURE_DIR as string, "fifo"));
+  const delayMs = Number(process.env.FIXTURE_DELAY_MS ?? 100);
   if (mode === "block-after-response-once" && firstOfRun()) {
-    setTimeout(() => execSync(`sleep ${process.env.FIXTURE_BLOCK_S ?? "14"}`), 50);
+    // After the response below has been posted.
+    setTimeout(() => readFileSync(join(process.env.FIXTURE_DIR as string, "fifo")), delayMs + 50);
   }
   if (mode === "crash-after-once" && firstOfRun()) {
     setTimeout(() => {
@@ -60,7 +61,7 @@ export async function handler(
     }, 10);
     await new Promise(() => {});
   }
-  await new Promise((resolve) => setTimeout(resolve, Number(process.env.FIXTURE_DELAY_MS ?? 100)));
+  await new Promise((resolve) => setTimeout(resolve, delayMs));
   return {
     environment,
     invocations,

@@ -107,6 +107,10 @@ async function sourceTopic(records: number, partitions = 3): Promise<string> {
   return topic;
 }
 
+/** drain() with what these tests share: small batches soon, no on-failure topic, retries almost at once. */
+const drainQuickly = (options: Parameters<typeof drain>[0]) =>
+  drain({ batchSize: 100, batchWindowMs: 20, onFailureTopic: null, retryBackoffMs: 10, ...options });
+
 describe("worker environments", () => {
   it("refuses concurrency it cannot give, naming the option", () => {
     const base = { kafka, bootstrapServers: brokers.join(","), topic: "t", onFailureTopic: null };
@@ -124,11 +128,9 @@ describe("worker environments", () => {
   it("invokes partitions concurrently, never one partition twice at once, each environment one invocation at a time", async () => {
     const topic = await sourceTopic(900);
     const observed = observedEnvironments({ FIXTURE_MODE: "slow", FIXTURE_DELAY_MS: "150" });
-    await drain({
+    await drainQuickly({
       topic,
       batchSize: 50,
-      batchWindowMs: 20,
-      onFailureTopic: null,
       concurrency: 3,
       newEnvironment: observed.newEnvironment,
     });
@@ -165,14 +167,10 @@ describe("worker environments", () => {
     const topic = await sourceTopic(30, 1);
     const observed = observedEnvironments({ FIXTURE_MODE: "spin-once", FIXTURE_DELAY_MS: "0" });
     // The spin outlasts the session timeout: an in-process function would have stalled the harness's heartbeats.
-    const { harness } = await drain({
+    const { harness } = await drainQuickly({
       topic,
-      batchSize: 100,
-      batchWindowMs: 20,
-      onFailureTopic: null,
       timeoutMs: 8000,
       sessionTimeoutMs: 6000,
-      retryBackoffMs: 10,
       newEnvironment: observed.newEnvironment,
     });
     expect(harness.stats.timedOut).toBe(1);
@@ -190,12 +188,8 @@ describe("worker environments", () => {
   it("fails only the invocation whose runtime died, and runs the retry in a new environment", async () => {
     const topic = await sourceTopic(20, 1);
     const observed = observedEnvironments({ FIXTURE_MODE: "crash-once", FIXTURE_DELAY_MS: "0" });
-    const { harness } = await drain({
+    const { harness } = await drainQuickly({
       topic,
-      batchSize: 100,
-      batchWindowMs: 20,
-      onFailureTopic: null,
-      retryBackoffMs: 10,
       bisectBatchOnError: false,
       newEnvironment: observed.newEnvironment,
     });
@@ -210,13 +204,9 @@ describe("worker environments", () => {
   it("replaces an environment whose module failed to load (Lambda's init error), and delivers everything", async () => {
     const topic = await sourceTopic(10, 1);
     const observed = observedEnvironments({ FIXTURE_MODE: "init-fail-once", FIXTURE_DELAY_MS: "0" });
-    const { harness } = await drain({
+    const { harness } = await drainQuickly({
       topic,
-      batchSize: 100,
-      batchWindowMs: 20,
-      onFailureTopic: null,
       retryAttempts: 3,
-      retryBackoffMs: 10,
       newEnvironment: observed.newEnvironment,
     });
     expect(harness.stats.discarded).toBe(0);
@@ -229,11 +219,8 @@ describe("worker environments", () => {
   it("does not count the environment's init against the invocation's timeout", async () => {
     const topic = await sourceTopic(5, 1);
     const observed = observedEnvironments({ FIXTURE_MODE: "slow-init", FIXTURE_DELAY_MS: "0" });
-    const { harness } = await drain({
+    const { harness } = await drainQuickly({
       topic,
-      batchSize: 100,
-      batchWindowMs: 20,
-      onFailureTopic: null,
       timeoutMs: 1000,
       newEnvironment: observed.newEnvironment,
     });
@@ -288,11 +275,8 @@ describe("worker environments", () => {
     await waitFor("the first runtime to die", () => !dead.alive());
     const made = [dead];
     const topic = await sourceTopic(10, 2);
-    const { harness } = await drain({
+    const { harness } = await drainQuickly({
       topic,
-      batchSize: 100,
-      batchWindowMs: 20,
-      onFailureTopic: null,
       retryAttempts: 0,
       concurrency: 2,
       newEnvironment: () => made.shift() ?? workerEnvironment({ modulePath: FIXTURE, env }),
@@ -347,13 +331,9 @@ describe("worker environments", () => {
     const observed = observedEnvironments({ FIXTURE_MODE: "block-once", FIXTURE_DELAY_MS: "0" });
     const pipe = pipeIn(observed.dir);
     const started = performance.now();
-    const { harness } = await drain({
+    const { harness } = await drainQuickly({
       topic,
-      batchSize: 100,
-      batchWindowMs: 20,
-      onFailureTopic: null,
       timeoutMs: 1000,
-      retryBackoffMs: 10,
       bisectBatchOnError: false,
       newEnvironment: observed.newEnvironment,
     }).finally(() => pipe.release());
@@ -367,13 +347,10 @@ describe("worker environments", () => {
     const topic = await sourceTopic(20, 1);
     let calls = 0;
     const seen: number[] = [];
-    const { harness } = await drain({
+    const { harness } = await drainQuickly({
       topic,
       batchSize: 5,
-      batchWindowMs: 20,
-      onFailureTopic: null,
       retryAttempts: 2,
-      retryBackoffMs: 10,
       bisectBatchOnError: false,
       invoke: async (event) => {
         calls++;
@@ -402,10 +379,11 @@ describe("worker environments", () => {
       DLQ_TOPIC: topics.deadLetter,
     };
     const observed = observedEnvironments(env, DEFAULT_HANDLER);
-    const { harness, groupId } = await drain({
+    const { harness, groupId } = await drainQuickly({
       topic: topics.source,
       batchSize: 40,
-      batchWindowMs: 20,
+      // As deployed: the default on-failure topic.
+      onFailureTopic: undefined,
       concurrency: 3,
       newEnvironment: observed.newEnvironment,
     });
